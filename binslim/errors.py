@@ -1,0 +1,57 @@
+"""The one error hierarchy. Every failure binslim reports is a BinslimError."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class BinslimError(Exception):
+    """Base class. ``str(err)`` is a one-line message fit for ``error: ...``."""
+
+    exit_code = 1
+
+
+class NotELFError(BinslimError):
+    """The input is not an ELF file at all (text, script, empty, directory...)."""
+
+
+class MalformedELFError(BinslimError):
+    """The input claims to be ELF but its headers cannot be trusted."""
+
+
+class UnsupportedError(BinslimError):
+    """A valid request that binslim refuses on purpose (e.g. removing a loaded section)."""
+
+
+class ToolNotFoundError(BinslimError):
+    """An external program is missing; the message says how to get it."""
+
+
+class ToolFailedError(BinslimError):
+    """An external program failed or timed out."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        argv: Sequence[str] = (),
+        returncode: int | None = None,
+        stderr_tail: str = "",
+        timed_out: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        self.timed_out = timed_out
+
+
+class VerificationError(BinslimError):
+    """The slimmed binary does not behave like the original. Nothing was installed."""
+
+    exit_code = 3
+
+
+def file_error(path: object, problem: str, cls: type[BinslimError] = BinslimError) -> BinslimError:
+    """Build an error whose message names the file first, as the CLI prints it."""
+    return cls(f"{path}: {problem}")
