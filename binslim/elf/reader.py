@@ -1,0 +1,414 @@
+"""Read and validate an ELF file's headers without loading its contents.
+
+Every offset, size and count is checked against the file size before it is used, so a hostile file can neither
+make us read past its end nor allocate more than its own size in header tables.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
+
+from ..errors import MalformedELFError, NotELFError, file_error
+from . import constants as c
+
+# Section names are arbitrary bytes; latin-1 maps each byte to one character, so names round-trip exactly.
+NAME_ENCODING = "latin-1"
+# Above this, .shstrtab is read name by name instead of whole.
+_SHSTRTAB_READ_WHOLE_LIMIT = 16 << 20
+_MAX_NAME = 4096
+
+
+class Segment(NamedTuple):
+    index: int
+    p_type: int
+    p_flags: int
+    p_offset: int
+    p_vaddr: int
+    p_paddr: int
+    p_filesz: int
+    p_memsz: int
+    p_align: int
+
+    @property
+    def file_end(self) -> int:
+        return self.p_offset + self.p_filesz
+
+
+class Section(NamedTuple):
+    index: int
+    name: str
+    sh_name: int
+    sh_type: int
+    sh_flags: int
+    sh_addr: int
+    sh_offset: int
+    sh_size: int
+    sh_link: int
+    sh_info: int
+    sh_addralign: int
+    sh_entsize: int
+
+    @property
+    def has_file_bytes(self) -> bool:
+        return self.sh_type not in (c.SHT_NOBITS, c.SHT_NULL) and self.sh_size > 0
+
+    @property
+    def file_end(self) -> int:
+        return self.sh_offset + (self.sh_size if self.has_file_bytes else 0)
+
+    @property
+    def is_alloc(self) -> bool:
+        return bool(self.sh_flags & c.SHF_ALLOC)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Struct formats for one ELF class and byte order."""
+
+    elfclass: int
+    little_endian: bool
+
+    @property
+    def order(self) -> str:
+        return "<" if self.little_endian else ">"
+
+    @property
+    def is64(self) -> bool:
+        return self.elfclass == c.ELFCLASS64
+
+    @property
+    def ehdr(self) -> struct.Struct:
+        return struct.Struct(self.order + ("16sHHIQQQIHHHHHH" if self.is64 else "16sHHIIIIIHHHHHH"))
+
+    @property
+    def phdr(self) -> struct.Struct:
+        return struct.Struct(self.order + ("IIQQQQQQ" if self.is64 else "IIIIIIII"))
+
+    @property
+    def shdr(self) -> struct.Struct:
+        return struct.Struct(self.order + ("IIQQQQIIQQ" if self.is64 else "IIIIIIIIII"))
+
+    @property
+    def word_size(self) -> int:
+        return 8 if self.is64 else 4
+
+    # Offsets of the fields the writer patches in the ELF header.
+    @property
+    def e_shoff_at(self) -> tuple[int, str]:
+        return (40, "Q") if self.is64 else (32, "I")
+
+    @property
+    def e_shnum_at(self) -> int:
+        return 60 if self.is64 else 48
+
+    @property
+    def e_shstrndx_at(self) -> int:
+        return 62 if self.is64 else 50
+
+    def pack_shdr(self, s: Section) -> bytes:
+        return self.shdr.pack(
+            s.sh_name, s.sh_type, s.sh_flags, s.sh_addr, s.sh_offset, s.sh_size,
+            s.sh_link, s.sh_info, s.sh_addralign, s.sh_entsize,
+        )
+
+
+@dataclass(frozen=True)
+class ElfHeader:
+    elfclass: int
+    little_endian: bool
+    osabi: int
+    e_type: int
+    e_machine: int
+    e_entry: int
+    e_phoff: int
+    e_shoff: int
+    e_flags: int
+    e_ehsize: int
+    e_phentsize: int
+    e_phnum: int  # resolved through section 0 when PN_XNUM
+    e_shentsize: int
+    e_shnum: int  # resolved through section 0 when 0
+    e_shstrndx: int  # resolved through section 0 when SHN_XINDEX
+
+
+def pread_exact(fd: int, size: int, offset: int) -> bytes:
+    """pread that loops until ``size`` bytes are read (short reads are legal)."""
+    chunks = []
+    while size > 0:
+        chunk = os.pread(fd, size, offset)
+        if not chunk:
+            raise EOFError(offset)
+        chunks.append(chunk)
+        size -= len(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+class ElfFile:
+    """An open ELF file: headers parsed and validated, contents left on disk.
+
+    Use as a context manager; ``fd`` stays open for streaming copies until ``close()``.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError as exc:
+            raise file_error(path, "no such file") from exc
+        except IsADirectoryError as exc:
+            raise file_error(path, "is a directory, not an ELF file (use -r for trees)", NotELFError) from exc
+        except PermissionError as exc:
+            raise file_error(path, "permission denied") from exc
+        except OSError as exc:
+            raise file_error(path, f"cannot open: {exc.strerror or exc}") from exc
+        self.fd = fd
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise file_error(path, "is a directory, not an ELF file (use -r for trees)", NotELFError)
+            if not stat.S_ISREG(st.st_mode):
+                raise file_error(path, "not a regular file", NotELFError)
+            self.size = st.st_size
+            self.stat = st
+            self._parse()
+        except BaseException:
+            os.close(fd)
+            raise
+
+    # -- context management -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> ElfFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading -----------------------------------------------------------------------------------------
+
+    def _malformed(self, problem: str) -> MalformedELFError:
+        err = file_error(self.path, problem, MalformedELFError)
+        assert isinstance(err, MalformedELFError)
+        return err
+
+    def read(self, offset: int, size: int) -> bytes:
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise self._malformed(f"read of {size} bytes at offset {offset} is past the end of the file")
+        try:
+            return pread_exact(self.fd, size, offset)
+        except EOFError as exc:
+            raise self._malformed("file shrank while being read") from exc
+
+    def read_section(self, section: Section) -> bytes:
+        if not section.has_file_bytes:
+            return b""
+        return self.read(section.sh_offset, section.sh_size)
+
+    def iter_section_chunks(self, section: Section, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """Section contents in chunks, aligned to its entry size when it has one."""
+        if section.sh_entsize > 0:
+            chunk_size = max(section.sh_entsize, chunk_size - chunk_size % section.sh_entsize)
+        offset, end = section.sh_offset, section.file_end
+        while offset < end:
+            size = min(chunk_size, end - offset)
+            yield self.read(offset, size)
+            offset += size
+
+    # -- parsing -----------------------------------------------------------------------------------------
+
+    def _parse(self) -> None:
+        if self.size == 0:
+            raise file_error(self.path, "empty file, not an ELF file", NotELFError)
+        ident = os.pread(self.fd, 16, 0)
+        if ident[:4] != c.ELFMAG:
+            if ident[:2] == b"#!":
+                raise file_error(self.path, "a script, not an ELF file", NotELFError)
+            raise file_error(self.path, "not an ELF file", NotELFError)
+        if len(ident) < 16:
+            raise self._malformed("truncated ELF identification")
+        elfclass, data = ident[4], ident[5]
+        if elfclass not in (c.ELFCLASS32, c.ELFCLASS64):
+            raise self._malformed(f"unknown ELF class {elfclass}")
+        if data not in (c.ELFDATA2LSB, c.ELFDATA2MSB):
+            raise self._malformed(f"unknown ELF byte order {data}")
+        layout = Layout(elfclass, data == c.ELFDATA2LSB)
+        self.layout = layout
+        if self.size < layout.ehdr.size:
+            raise self._malformed("truncated ELF header")
+        (
+            _, e_type, e_machine, _version, e_entry, e_phoff, e_shoff, e_flags,
+            e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx,
+        ) = layout.ehdr.unpack(self.read(0, layout.ehdr.size))
+
+        sections_raw: list[tuple[int, ...]] = []
+        if e_shoff != 0:
+            if e_shentsize != layout.shdr.size:
+                raise self._malformed(f"section header size {e_shentsize}, expected {layout.shdr.size}")
+            if e_shoff + layout.shdr.size > self.size:
+                raise self._malformed(f"section header table at offset {e_shoff} is past the end of the file")
+            section0 = layout.shdr.unpack(self.read(e_shoff, layout.shdr.size))
+            # Extended numbering: the real counts live in section 0 when they do not fit the header fields.
+            if e_shnum == 0:
+                e_shnum = section0[5]
+                if e_shnum == 0:
+                    raise self._malformed("section header table present but section count is 0")
+            if e_shstrndx == c.SHN_XINDEX:
+                e_shstrndx = section0[6]
+            if e_phnum == c.PN_XNUM:
+                e_phnum = section0[7]
+            table_end = e_shoff + e_shnum * layout.shdr.size
+            if table_end > self.size:
+                raise self._malformed(
+                    f"section header table ({e_shnum} entries at offset {e_shoff}) is past the end of the file"
+                )
+            table = self.read(e_shoff, e_shnum * layout.shdr.size)
+            sections_raw = list(layout.shdr.iter_unpack(table))
+            del table
+            if e_shstrndx >= e_shnum:
+                raise self._malformed(f"section name table index {e_shstrndx} out of range (0..{e_shnum - 1})")
+        else:
+            e_shnum = 0
+            e_shstrndx = 0
+
+        if e_phnum:
+            if e_phentsize != layout.phdr.size:
+                raise self._malformed(f"program header size {e_phentsize}, expected {layout.phdr.size}")
+            if e_phoff == 0 or e_phoff + e_phnum * layout.phdr.size > self.size:
+                raise self._malformed(f"program header table at offset {e_phoff} is past the end of the file")
+
+        self.header = ElfHeader(
+            elfclass=elfclass, little_endian=layout.little_endian, osabi=ident[7], e_type=e_type,
+            e_machine=e_machine, e_entry=e_entry, e_phoff=e_phoff, e_shoff=e_shoff, e_flags=e_flags,
+            e_ehsize=e_ehsize, e_phentsize=e_phentsize, e_phnum=e_phnum, e_shentsize=e_shentsize,
+            e_shnum=e_shnum, e_shstrndx=e_shstrndx,
+        )
+        self.segments = self._parse_segments()
+        self.sections = self._parse_sections(sections_raw)
+
+    def _parse_segments(self) -> list[Segment]:
+        h, layout = self.header, self.layout
+        if not h.e_phnum:
+            return []
+        segments = []
+        raw = self.read(h.e_phoff, h.e_phnum * layout.phdr.size)
+        for index, fields in enumerate(layout.phdr.iter_unpack(raw)):
+            if layout.is64:
+                p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align = fields
+            else:
+                p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_flags, p_align = fields
+            segment = Segment(index, p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align)
+            if segment.p_filesz and segment.file_end > self.size:
+                raise self._malformed(
+                    f"segment {index} (offset {p_offset}, {p_filesz} bytes) extends past the end of the file"
+                    " (truncated?)"
+                )
+            segments.append(segment)
+        return segments
+
+    def _parse_sections(self, sections_raw: list[tuple[int, ...]]) -> list[Section]:
+        if not sections_raw:
+            return []
+        count = len(sections_raw)
+        names_source = sections_raw[self.header.e_shstrndx] if self.header.e_shstrndx else None
+        name_of = self._name_reader(names_source)
+        sections = []
+        for index, fields in enumerate(sections_raw):
+            sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, sh_info, sh_align, sh_entsize = fields
+            if index == 0:
+                # Section 0 is a placeholder; its size/link/info may hold extended counts, never bytes.
+                sections.append(Section(0, "", 0, sh_type, sh_flags, sh_addr, sh_offset, sh_size,
+                                        sh_link, sh_info, sh_align, sh_entsize))
+                continue
+            name = name_of(sh_name, index)
+            section = Section(index, name, sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size,
+                              sh_link, sh_info, sh_align, sh_entsize)
+            if section.has_file_bytes and section.file_end > self.size:
+                raise self._malformed(
+                    f"section {index} ({name or '?'}) at offset {sh_offset}, {sh_size} bytes,"
+                    " extends past the end of the file"
+                )
+            if sh_link >= count:
+                raise self._malformed(f"section {index} ({name or '?'}) links to section {sh_link},"
+                                      f" which does not exist")
+            sections.append(section)
+        return sections
+
+    def _name_reader(self, names_source: Optional[tuple[int, ...]]):  # type: ignore[no-untyped-def]
+        if names_source is None:
+            return lambda offset, index: ""
+        strtab_offset, strtab_size = names_source[4], names_source[5]
+        if names_source[1] == c.SHT_NOBITS or strtab_offset + strtab_size > self.size:
+            raise self._malformed("section name table extends past the end of the file")
+        whole = self.read(strtab_offset, strtab_size) if strtab_size <= _SHSTRTAB_READ_WHOLE_LIMIT else None
+
+        def name_of(offset: int, index: int) -> str:
+            if offset >= strtab_size:
+                if offset == 0:
+                    return ""
+                raise self._malformed(f"section {index} name offset {offset} is past the end of the name table")
+            if whole is not None:
+                end = whole.find(b"\0", offset)
+                raw = whole[offset:] if end < 0 else whole[offset:end]
+            else:
+                size = min(_MAX_NAME, strtab_size - offset)
+                raw = self.read(strtab_offset + offset, size).split(b"\0", 1)[0]
+            return raw.decode(NAME_ENCODING)
+
+        return name_of
+
+    # -- derived facts -----------------------------------------------------------------------------------
+
+    @property
+    def is_relocatable(self) -> bool:
+        return self.header.e_type == c.ET_REL
+
+    @property
+    def interpreter_present(self) -> bool:
+        return any(s.p_type == c.PT_INTERP for s in self.segments)
+
+    @property
+    def is_shared_library(self) -> bool:
+        return self.header.e_type == c.ET_DYN and not self.interpreter_present
+
+    @property
+    def machine_name(self) -> str:
+        return c.MACHINE_NAMES.get(self.header.e_machine, f"machine {self.header.e_machine}")
+
+    @property
+    def header_end(self) -> int:
+        """End of the ELF header and program header table."""
+        end = self.layout.ehdr.size
+        if self.header.e_phnum:
+            end = max(end, self.header.e_phoff + self.header.e_phnum * self.layout.phdr.size)
+        return end
+
+    @property
+    def loaded_end(self) -> int:
+        """End of the part that is copied byte for byte: headers and every segment's file bytes."""
+        return max([self.header_end] + [s.file_end for s in self.segments if s.p_filesz])
+
+    @property
+    def section_table_end(self) -> int:
+        h = self.header
+        return h.e_shoff + h.e_shnum * self.layout.shdr.size if h.e_shoff else 0
+
+    @property
+    def image_end(self) -> int:
+        """End of everything the ELF headers account for; bytes past it are an overlay."""
+        ends = [self.loaded_end, self.section_table_end]
+        ends.extend(s.file_end for s in self.sections if s.has_file_bytes)
+        return max(ends)
+
+    @property
+    def overlay_size(self) -> int:
+        return self.size - self.image_end

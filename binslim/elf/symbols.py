@@ -1,0 +1,185 @@
+"""Rewrite a symbol table and the tables that point into it when section indices change.
+
+Needed when sections are removed from a file that keeps its .symtab (relocatable objects, --strip-debug):
+symbols name sections by index, relocations and groups name symbols by index.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from ..errors import UnsupportedError, file_error
+from . import constants as c
+from .reader import ElfFile, Section
+
+
+@dataclass
+class SymbolRewrite:
+    """New contents for a symbol table (and its SHN_XINDEX table), plus old → new symbol indices."""
+
+    symtab: Section
+    symbol_map: array  # type: ignore[type-arg]  # old index -> new index, -1 when dropped
+    kept_count: int
+    first_global: int
+    xindex: Section | None
+
+    def __init__(self, elf: ElfFile, symtab: Section, xindex: Section | None, section_map: Mapping[int, int]):
+        self.elf, self.symtab, self.xindex, self.section_map = elf, symtab, xindex, section_map
+        entsize = self._sym_struct().size
+        if symtab.sh_size % entsize:
+            raise file_error(elf.path, f"{symtab.name}: size is not a multiple of the symbol size")
+        count = symtab.sh_size // entsize
+        if xindex is not None and xindex.sh_size < count * 4:
+            raise file_error(elf.path, f"{xindex.name}: shorter than its symbol table")
+        self.symbol_map = array("q")
+        kept = 0
+        first_global = 0
+        for index, (sym, shndx) in enumerate(self._iter_symbols()):
+            if self._keep(index, sym, shndx):
+                self.symbol_map.append(kept)
+                kept += 1
+                if index < symtab.sh_info:
+                    first_global = kept
+            else:
+                self.symbol_map.append(-1)
+        self.kept_count = kept
+        self.first_global = first_global if symtab.sh_info else 0
+
+    # -- reading ----------------------------------------------------------------------------------------
+
+    def _sym_struct(self) -> struct.Struct:
+        layout = self.elf.layout
+        return struct.Struct(layout.order + ("IBBHQQ" if layout.is64 else "IIIBBH"))
+
+    def _unpack(self, fields: tuple[int, ...]) -> tuple[int, int, int, int, int, int]:
+        """(name, value, size, info, other, shndx) whatever the class."""
+        if self.elf.layout.is64:
+            name, info, other, shndx, value, size = fields
+        else:
+            name, value, size, info, other, shndx = fields
+        return name, value, size, info, other, shndx
+
+    def _pack(self, name: int, value: int, size: int, info: int, other: int, shndx: int) -> bytes:
+        if self.elf.layout.is64:
+            return self._sym_struct().pack(name, info, other, shndx, value, size)
+        return self._sym_struct().pack(name, value, size, info, other, shndx)
+
+    def _iter_symbols(self) -> Iterator[tuple[tuple[int, int, int, int, int, int], int]]:
+        """Each symbol with its real section index (SHN_XINDEX resolved)."""
+        sym_struct = self._sym_struct()
+        xindex_words = self._iter_xindex()
+        for chunk in self.elf.iter_section_chunks(self.symtab._replace(sh_entsize=sym_struct.size)):
+            for fields in sym_struct.iter_unpack(chunk):
+                sym = self._unpack(fields)
+                extended = next(xindex_words) if xindex_words is not None else 0
+                shndx = extended if sym[5] == c.SHN_XINDEX else sym[5]
+                yield sym, shndx
+
+    def _iter_xindex(self) -> Iterator[int] | None:
+        if self.xindex is None:
+            return None
+        word = struct.Struct(self.elf.layout.order + "I")
+
+        def words() -> Iterator[int]:
+            assert self.xindex is not None
+            for chunk in self.elf.iter_section_chunks(self.xindex._replace(sh_entsize=4)):
+                for (value,) in word.iter_unpack(chunk):
+                    yield value
+
+        return words()
+
+    def _keep(self, index: int, sym: tuple[int, ...], shndx: int) -> bool:
+        if index == 0:
+            return True
+        if not (0 < shndx < c.SHN_LORESERVE or sym[5] == c.SHN_XINDEX):
+            return True  # SHN_UNDEF, SHN_ABS, SHN_COMMON...
+        if shndx in self.section_map:
+            return True
+        info = sym[3]
+        if info & 0xF == c.STT_SECTION or info >> 4 == 0:
+            return False  # section symbols and locals of a removed section go with it
+        raise file_error(self.elf.path, f"global symbol #{index} is defined in a removed section",
+                         UnsupportedError)
+
+    # -- writing ----------------------------------------------------------------------------------------
+
+    @property
+    def symtab_size(self) -> int:
+        return self.kept_count * self._sym_struct().size
+
+    @property
+    def xindex_size(self) -> int:
+        return self.kept_count * 4
+
+    def symtab_chunks(self) -> Iterator[bytes]:
+        out = bytearray()
+        for index, (sym, shndx) in enumerate(self._iter_symbols()):
+            if self.symbol_map[index] < 0:
+                continue
+            name, value, size, info, other, raw_shndx = sym
+            if raw_shndx == c.SHN_XINDEX or 0 < raw_shndx < c.SHN_LORESERVE:
+                new = self.section_map[shndx]
+                raw_shndx = new if new < c.SHN_LORESERVE and raw_shndx != c.SHN_XINDEX else c.SHN_XINDEX
+            out += self._pack(name, value, size, info, other, raw_shndx)
+            if len(out) >= 1 << 20:
+                yield bytes(out)
+                out.clear()
+        if out:
+            yield bytes(out)
+
+    def xindex_chunks(self) -> Iterator[bytes]:
+        word = struct.Struct(self.elf.layout.order + "I")
+        out = bytearray()
+        for index, (sym, shndx) in enumerate(self._iter_symbols()):
+            if self.symbol_map[index] < 0:
+                continue
+            out += word.pack(self.section_map[shndx] if sym[5] == c.SHN_XINDEX else 0)
+            if len(out) >= 1 << 20:
+                yield bytes(out)
+                out.clear()
+        if out:
+            yield bytes(out)
+
+    def new_symbol(self, old: int, where: str) -> int:
+        if old >= len(self.symbol_map) or self.symbol_map[old] < 0:
+            raise file_error(self.elf.path, f"{where} refers to symbol #{old}, which is removed or missing",
+                             UnsupportedError)
+        return int(self.symbol_map[old])
+
+    def relocation_chunks(self, relocs: Section) -> Iterator[bytes]:
+        """The relocation section with symbol indices renumbered."""
+        layout = self.elf.layout
+        if layout.is64 and self.elf.header.e_machine == c.EM_MIPS:
+            raise file_error(self.elf.path, "renumbering MIPS64 relocations is not supported", UnsupportedError)
+        rela = relocs.sh_type == c.SHT_RELA
+        if layout.is64:
+            fmt, shift, type_mask = ("QQq" if rela else "QQ"), 32, 0xFFFFFFFF
+        else:
+            fmt, shift, type_mask = ("IIi" if rela else "II"), 8, 0xFF
+        entry = struct.Struct(layout.order + fmt)
+        if relocs.sh_size % entry.size:
+            raise file_error(self.elf.path, f"{relocs.name}: size is not a multiple of the relocation size")
+        for chunk in self.elf.iter_section_chunks(relocs._replace(sh_entsize=entry.size)):
+            out = bytearray()
+            for fields in entry.iter_unpack(chunk):
+                info = fields[1]
+                symbol = self.new_symbol(info >> shift, relocs.name) if info >> shift else 0
+                out += entry.pack(fields[0], (symbol << shift) | (info & type_mask), *fields[2:])
+            yield bytes(out)
+
+
+def group_members(elf: ElfFile, group: Section) -> tuple[int, list[int]]:
+    """(flags, member section indices) of a SHT_GROUP section."""
+    raw = elf.read_section(group)
+    if len(raw) < 4 or len(raw) % 4:
+        raise file_error(elf.path, f"{group.name}: malformed section group")
+    words = list(struct.unpack(f"{elf.layout.order}{len(raw) // 4}I", raw))
+    return words[0], words[1:]
+
+
+def pack_group(elf: ElfFile, flags: int, members: Iterable[int]) -> bytes:
+    words = [flags, *members]
+    return struct.pack(f"{elf.layout.order}{len(words)}I", *words)

@@ -1,0 +1,164 @@
+"""Write a new ELF layout: the loaded prefix unchanged, kept sections appended, new names and section table.
+
+The output is built from ranges of the input file and a few generated buffers; no step needs the input's
+contents in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from . import constants as c
+from .copy import copy_range, write_all
+from .reader import NAME_ENCODING, ElfFile, Section
+
+
+@dataclass
+class OutputSection:
+    """A section as it will appear in the output. ``content`` replaces the input's bytes when set."""
+
+    original: Section
+    sh_link: int
+    sh_info: int
+    content: Optional[Callable[[], Iterable[bytes]]] = None
+    content_size: Optional[int] = None
+    sh_offset: int = field(default=0, init=False)
+
+    @property
+    def size(self) -> int:
+        return self.original.sh_size if self.content_size is None else self.content_size
+
+
+@dataclass(frozen=True)
+class WrittenLayout:
+    size: int
+    overlay: int
+    section_count: int
+
+
+def align_up(value: int, alignment: int) -> int:
+    if alignment <= 1:
+        return value
+    return (value + alignment - 1) // alignment * alignment
+
+
+def build_string_table(names: Iterable[str]) -> tuple[bytes, dict[str, int]]:
+    """A string table with suffix merging (".rela.dyn" also serves ".dyn"), as the GNU linker builds it."""
+    unique = sorted({n for n in names if n}, key=lambda n: n[::-1], reverse=True)
+    table = bytearray(b"\0")
+    offsets = {"": 0}
+    previous, previous_offset = "", 0
+    for name in unique:
+        if previous.endswith(name):
+            offsets[name] = previous_offset + len(previous) - len(name)
+            continue
+        previous, previous_offset = name, len(table)
+        offsets[name] = previous_offset
+        table += name.encode(NAME_ENCODING) + b"\0"
+    return bytes(table), offsets
+
+
+def plan_size(elf: ElfFile, sections: Sequence[OutputSection]) -> int:
+    """The output size write_layout would produce, without writing anything."""
+    return _assign_offsets(elf, sections)[0]
+
+
+def _assign_offsets(elf: ElfFile, sections: Sequence[OutputSection]) -> tuple[int, int, int, bytes, dict[str, int]]:
+    """Give every output section its offset. Returns (total size, shstrtab offset, table offset, names, offsets)."""
+    prefix_end = elf.loaded_end
+    position = prefix_end
+    shstrndx = elf.header.e_shstrndx
+    body = [s for s in sections if s.original.index not in (0, shstrndx)]
+    for out in sorted(body, key=lambda s: (s.original.sh_offset, s.original.index)):
+        original = out.original
+        inside_prefix = out.content is None and original.file_end <= prefix_end
+        if not original.has_file_bytes or out.size == 0:
+            out.sh_offset = original.sh_offset if original.sh_offset <= prefix_end else position
+        elif inside_prefix:
+            out.sh_offset = original.sh_offset
+        else:
+            out.sh_offset = align_up(position, max(1, original.sh_addralign))
+            position = out.sh_offset + out.size
+    names, name_offsets = build_string_table(s.original.name for s in sections)
+    names_offset = position
+    if shstrndx:
+        position += len(names)
+    table_offset = align_up(position, elf.layout.word_size)
+    position = table_offset + len(sections) * elf.layout.shdr.size
+    return position + elf.overlay_size, names_offset, table_offset, names, name_offsets
+
+
+def write_layout(elf: ElfFile, sections: Sequence[OutputSection], dst_fd: int) -> WrittenLayout:
+    """Write ``sections`` (section 0 first, in output index order) to ``dst_fd``."""
+    layout = elf.layout
+    total, names_offset, table_offset, names, name_offsets = _assign_offsets(elf, sections)
+    shstrndx_old = elf.header.e_shstrndx
+    new_index = {s.original.index: i for i, s in enumerate(sections)}
+
+    os.ftruncate(dst_fd, 0)
+    copy_range(elf.fd, dst_fd, 0, 0, elf.loaded_end)
+    position = elf.loaded_end
+    for out in sorted(sections[1:], key=lambda s: s.sh_offset):
+        if out.original.index == shstrndx_old or out.sh_offset < position or out.size == 0:
+            continue
+        if not out.original.has_file_bytes:
+            continue
+        _pad(dst_fd, position, out.sh_offset)
+        if out.content is None:
+            copy_range(elf.fd, dst_fd, out.original.sh_offset, out.sh_offset, out.size)
+        else:
+            written = 0
+            for chunk in out.content():
+                write_all(dst_fd, chunk, out.sh_offset + written)
+                written += len(chunk)
+            if written != out.size:
+                raise AssertionError(f"section {out.original.name}: wrote {written} bytes, planned {out.size}")
+        position = out.sh_offset + out.size
+
+    if shstrndx_old:
+        _pad(dst_fd, position, names_offset)
+        write_all(dst_fd, names, names_offset)
+        position = names_offset + len(names)
+
+    count = len(sections)
+    shstrndx_new = new_index.get(shstrndx_old, 0)
+    table = bytearray()
+    for i, out in enumerate(sections):
+        original = out.original
+        if i == 0:
+            # Extended numbering: counts that do not fit the ELF header live in section 0.
+            size = count if count >= c.SHN_LORESERVE else 0
+            link = shstrndx_new if shstrndx_new >= c.SHN_LORESERVE else 0
+            entry = original._replace(sh_size=size, sh_link=link)
+        elif original.index == shstrndx_old:
+            entry = original._replace(sh_name=name_offsets[original.name], sh_offset=names_offset,
+                                      sh_size=len(names), sh_link=0)
+        else:
+            entry = original._replace(sh_name=name_offsets[original.name], sh_offset=out.sh_offset,
+                                      sh_size=out.size, sh_link=out.sh_link, sh_info=out.sh_info)
+        table += layout.pack_shdr(entry)
+    _pad(dst_fd, position, table_offset)
+    write_all(dst_fd, bytes(table), table_offset)
+    position = table_offset + len(table)
+
+    if elf.overlay_size:
+        copy_range(elf.fd, dst_fd, elf.image_end, position, elf.overlay_size)
+        position += elf.overlay_size
+    assert position == total, (position, total)
+
+    shoff_at, shoff_fmt = layout.e_shoff_at
+    write_all(dst_fd, struct.pack(layout.order + shoff_fmt, table_offset), shoff_at)
+    write_all(dst_fd, struct.pack(layout.order + "H", count if count < c.SHN_LORESERVE else 0),
+              layout.e_shnum_at)
+    write_all(dst_fd, struct.pack(layout.order + "H", shstrndx_new if shstrndx_new < c.SHN_LORESERVE
+                                  else c.SHN_XINDEX), layout.e_shstrndx_at)
+    return WrittenLayout(size=total, overlay=elf.overlay_size, section_count=count)
+
+
+def _pad(fd: int, start: int, end: int) -> None:
+    if end > start:
+        write_all(fd, bytes(end - start), start)

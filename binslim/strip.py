@@ -1,0 +1,301 @@
+"""The strip stage: decide which sections go at each level, then write the result with the ELF writer."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+from . import fileops
+from .elf import constants as c
+from .elf.copy import copy_range
+from .elf.reader import ElfFile, Section
+from .elf.symbols import SymbolRewrite, group_members, pack_group
+from .elf.writer import OutputSection, plan_size, write_layout
+from .errors import BinslimError, UnsupportedError, file_error
+
+Level = Literal["all", "debug"]
+LEVELS: tuple[str, ...] = ("all", "debug")
+
+# Kinds a removed section is reported under.
+SYMBOLS, DEBUG, NOTES, OTHER, HEADERS = "symbols", "debug", "notes", "other", "headers"
+
+DEBUG_PATTERNS = (
+    ".debug*", ".zdebug*", ".line*", ".stab", ".stab.*", ".stabstr", ".gdb_index",
+    ".gnu.debuglto_*", ".gnu_debugdata",
+)
+# Never removed by default: they point debuggers at separate debug files.
+DEBUG_LINKS = (".gnu_debuglink", ".gnu_debugaltlink")
+# Allocated notes the loader or tools rely on; reported with their cost.
+LOADER_NOTES = (".note.gnu.build-id", ".note.gnu.property", ".note.ABI-tag", ".note.go.buildid",
+                ".note.package", ".note.stapsdt")
+
+
+@dataclass(frozen=True)
+class RemovedSection:
+    name: str
+    kind: str
+    size: int  # bytes this removal saved in the output
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "size": self.size}
+
+
+@dataclass(frozen=True)
+class KeptNote:
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
+class StripResult:
+    input: str
+    output: str
+    level: str
+    original_size: int
+    stripped_size: int
+    removed: tuple[RemovedSection, ...]
+    overlay: int
+    kept_notes: tuple[KeptNote, ...] = ()
+    messages: tuple[str, ...] = ()
+    relocatable: bool = False
+    changed: bool = True
+
+    @property
+    def saved(self) -> int:
+        return self.original_size - self.stripped_size
+
+    def removed_by_kind(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for removed in self.removed:
+            totals[removed.kind] = totals.get(removed.kind, 0) + removed.size
+        return totals
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "output": self.output,
+            "level": self.level,
+            "size": {"original": self.original_size, "stripped": self.stripped_size},
+            "removed": [r.to_dict() for r in self.removed],
+            "overlay": self.overlay,
+            "kept_notes": [{"name": n.name, "size": n.size} for n in self.kept_notes],
+            "messages": list(self.messages),
+        }
+
+
+@dataclass
+class StripPlan:
+    elf: ElfFile
+    level: str
+    removed: dict[int, str] = field(default_factory=dict)  # section index -> kind
+    messages: list[str] = field(default_factory=list)
+
+    def kept(self) -> list[Section]:
+        return [s for s in self.elf.sections if s.index not in self.removed]
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def is_debug_section(section: Section) -> bool:
+    return not section.is_alloc and _matches(section.name, DEBUG_PATTERNS)
+
+
+def classify(section: Section, level: str, relocatable: bool) -> Optional[str]:
+    """The kind under which ``section`` is removed at ``level``, or None when it stays."""
+    if section.index == 0 or section.is_alloc:
+        return None
+    if section.name in DEBUG_LINKS:
+        return None
+    if is_debug_section(section):
+        return DEBUG
+    if level == "debug" or relocatable:
+        return None
+    if section.sh_type in (c.SHT_SYMTAB, c.SHT_SYMTAB_SHNDX):
+        return SYMBOLS
+    if section.name == ".comment":
+        return OTHER
+    if section.sh_type == c.SHT_NOTE or section.name.startswith(".note"):
+        return NOTES
+    return None
+
+
+def plan_strip(
+    elf: ElfFile,
+    level: str = "all",
+    keep_sections: Sequence[str] = (),
+    remove_sections: Sequence[str] = (),
+) -> StripPlan:
+    if level not in LEVELS:
+        raise BinslimError(f"unknown strip level {level!r} (choose from {', '.join(LEVELS)})")
+    plan = StripPlan(elf, level)
+    sections = elf.sections
+    relocatable = elf.is_relocatable
+    if relocatable and level != "debug":
+        plan.messages.append("relocatable object: only debug sections removed, so it still links")
+
+    for section in sections:
+        kind = classify(section, level, relocatable)
+        if section.index and _matches(section.name, remove_sections):
+            if section.is_alloc:
+                raise file_error(elf.path, f"refusing to remove loaded section {section.name}"
+                                 " (it is part of the running program)", UnsupportedError)
+            if section.index == elf.header.e_shstrndx:
+                raise file_error(elf.path, f"refusing to remove {section.name}: it names the sections",
+                                 UnsupportedError)
+            kind = kind or OTHER
+        if kind and _matches(section.name, keep_sections):
+            kind = None
+        if kind:
+            plan.removed[section.index] = kind
+
+    # The string table of a removed symbol table goes too, unless something kept still uses it.
+    for section in sections:
+        if section.index in plan.removed and section.sh_type == c.SHT_SYMTAB:
+            strtab = section.sh_link
+            if strtab and not sections[strtab].is_alloc and not _matches(sections[strtab].name, keep_sections):
+                users = [s for s in sections if s.sh_link == strtab and s.index not in plan.removed
+                         and s.index != strtab]
+                if not users and strtab != elf.header.e_shstrndx:
+                    plan.removed[strtab] = SYMBOLS
+
+    # Iterate: relocations for removed sections, index tables of removed symtabs and emptied groups follow
+    # what they belong to.
+    changed = True
+    while changed:
+        changed = False
+        for section in sections:
+            if section.index in plan.removed or section.index == 0:
+                continue
+            kind = None
+            if section.sh_type in (c.SHT_REL, c.SHT_RELA) and not section.is_alloc:
+                target = section.sh_info
+                if 0 < target < len(sections) and target in plan.removed:
+                    kind = plan.removed[target]
+            elif section.sh_type == c.SHT_SYMTAB_SHNDX and section.sh_link in plan.removed:
+                kind = plan.removed[section.sh_link]
+            elif section.sh_type == c.SHT_GROUP:
+                _, members = group_members(elf, section)
+                if members and all(m in plan.removed for m in members):
+                    kind = plan.removed[members[0]]
+            if kind:
+                plan.removed[section.index] = kind
+                changed = True
+    return plan
+
+
+def _output_sections(plan: StripPlan) -> list[OutputSection]:
+    """Kept sections with links, infos and (where needed) contents renumbered."""
+    elf = plan.elf
+    kept = plan.kept()
+    section_map = {s.index: i for i, s in enumerate(kept)}
+    identity = all(old == new for old, new in section_map.items())
+
+    def remap(index: int) -> int:
+        return section_map.get(index, 0)
+
+    symtabs: dict[int, SymbolRewrite] = {}
+    if not identity:
+        xindex_of = {s.sh_link: s for s in kept if s.sh_type == c.SHT_SYMTAB_SHNDX}
+        for s in kept:
+            if s.sh_type == c.SHT_SYMTAB:
+                symtabs[s.index] = SymbolRewrite(elf, s, xindex_of.get(s.index), section_map)
+
+    outputs: list[OutputSection] = []
+    for s in kept:
+        link = remap(s.sh_link) if s.sh_link else 0
+        info = s.sh_info
+        is_reloc = s.sh_type in (c.SHT_REL, c.SHT_RELA)
+        if (is_reloc or s.sh_flags & c.SHF_INFO_LINK) and info:
+            info = remap(info)
+        out = OutputSection(s, link, info)
+        rewrite = symtabs.get(s.index)
+        if rewrite is not None:
+            out.content, out.content_size, out.sh_info = rewrite.symtab_chunks, rewrite.symtab_size, \
+                rewrite.first_global
+        elif s.sh_type == c.SHT_SYMTAB_SHNDX and s.sh_link in symtabs:
+            owner = symtabs[s.sh_link]
+            out.content, out.content_size = owner.xindex_chunks, owner.xindex_size
+        elif is_reloc and s.sh_link in symtabs and not s.is_alloc:
+            owner = symtabs[s.sh_link]
+            out.content, out.content_size = (lambda o=owner, r=s: o.relocation_chunks(r)), s.sh_size
+        elif s.sh_type == c.SHT_GROUP and not identity:
+            flags, members = group_members(elf, s)
+            data = pack_group(elf, flags, [section_map[m] for m in members if m in section_map])
+            out.content, out.content_size = (lambda d=data: [d]), len(data)
+            if s.sh_link in symtabs:
+                out.sh_info = symtabs[s.sh_link].new_symbol(s.sh_info, s.name)
+        outputs.append(out)
+    return outputs
+
+
+def _saved_by_section(plan: StripPlan) -> list[RemovedSection]:
+    """Bytes each removal saves: sections inside the copied prefix save nothing."""
+    prefix_end = plan.elf.loaded_end
+    result = []
+    for index, kind in sorted(plan.removed.items()):
+        s = plan.elf.sections[index]
+        saved = 0
+        if s.has_file_bytes:
+            saved = max(0, s.file_end - max(s.sh_offset, prefix_end))
+        result.append(RemovedSection(s.name, kind, saved))
+    return result
+
+
+def _kept_notes(elf: ElfFile, plan: StripPlan) -> tuple[KeptNote, ...]:
+    return tuple(KeptNote(s.name, s.sh_size) for s in plan.kept()
+                 if s.index and (s.sh_type == c.SHT_NOTE or s.name in LOADER_NOTES))
+
+
+def strip_to_fd(
+    input_path: str,
+    dst_fd: int,
+    *,
+    output_name: str = "",
+    level: str = "all",
+    keep_sections: Sequence[str] = (),
+    remove_sections: Sequence[str] = (),
+) -> StripResult:
+    """Strip ``input_path`` into the open, empty file ``dst_fd``. The input is never modified."""
+    with ElfFile(input_path) as elf:
+        plan = plan_strip(elf, level, keep_sections, remove_sections)
+        messages = list(plan.messages)
+        if elf.overlay_size:
+            messages.append(f"overlay of {elf.overlay_size} bytes after the ELF image kept byte for byte")
+        outputs = _output_sections(plan) if plan.removed else []
+        new_size = plan_size(elf, outputs) if plan.removed else elf.size
+        if not plan.removed or new_size >= elf.size:
+            # Nothing to gain: the output is the input, byte for byte (stripping twice changes nothing).
+            copy_range(elf.fd, dst_fd, 0, 0, elf.size)
+            if plan.removed:
+                messages.append("removing sections would not make the file smaller; left unchanged")
+            return StripResult(input_path, output_name, level, elf.size, elf.size, (), elf.overlay_size,
+                               _kept_notes(elf, plan), tuple(messages), elf.is_relocatable, changed=False)
+        written = write_layout(elf, outputs, dst_fd)
+        removed = _saved_by_section(plan)
+        headers = elf.size - written.size - sum(r.size for r in removed)
+        removed.append(RemovedSection("(section headers, names and padding)", HEADERS, headers))
+        return StripResult(input_path, output_name, level, elf.size, written.size, tuple(removed),
+                           written.overlay, _kept_notes(elf, plan), tuple(messages), elf.is_relocatable)
+
+
+def strip(
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    level: str = "all",
+    keep_sections: Sequence[str] = (),
+    remove_sections: Sequence[str] = (),
+    preserve_dates: bool = False,
+) -> StripResult:
+    """Strip ``input`` into ``output`` (in place when None), atomically: on error the target is untouched."""
+    source = os.fspath(input)
+    target = os.fspath(output) if output is not None else source
+    with fileops.atomic_target(target, like=source, preserve_dates=preserve_dates) as tmp:
+        with fileops.open_new(tmp) as fd:
+            return strip_to_fd(source, fd, output_name=target, level=level, keep_sections=keep_sections,
+                               remove_sections=remove_sections)
