@@ -12,12 +12,15 @@ from . import fileops
 from .elf import constants as c
 from .elf.copy import copy_range
 from .elf.reader import ElfFile, Section
-from .elf.symbols import SymbolRewrite, group_members, pack_group
+from .elf.symbols import SymbolRewrite, group_members, pack_group, referenced_symbols
 from .elf.writer import OutputSection, plan_size, write_layout
 from .errors import BinslimError, UnsupportedError, file_error
 
 Level = Literal["all", "debug"]
 LEVELS: tuple[str, ...] = ("all", "debug")
+
+# A symbol string table larger than this is kept as it is rather than rebuilt in memory.
+STRTAB_REBUILD_LIMIT = 8 << 20
 
 # Kinds a removed section is reported under.
 SYMBOLS, DEBUG, NOTES, OTHER, HEADERS = "symbols", "debug", "notes", "other", "headers"
@@ -199,11 +202,19 @@ def _output_sections(plan: StripPlan) -> list[OutputSection]:
         return section_map.get(index, 0)
 
     symtabs: dict[int, SymbolRewrite] = {}
+    rebuilt: dict[int, bytes] = {}
     if not identity:
         xindex_of = {s.sh_link: s for s in kept if s.sh_type == c.SHT_SYMTAB_SHNDX}
         for s in kept:
             if s.sh_type == c.SHT_SYMTAB:
-                symtabs[s.index] = SymbolRewrite(elf, s, xindex_of.get(s.index), section_map)
+                symtabs[s.index] = SymbolRewrite(
+                    elf, s, xindex_of.get(s.index), section_map,
+                    referenced=referenced_symbols(elf, s, kept),
+                    strtab=_private_strtab(elf, s, kept),
+                )
+        for owner in symtabs.values():
+            if owner.name_map is not None and owner.strtab is not None:
+                rebuilt[owner.strtab.index] = owner.strtab_bytes
 
     outputs: list[OutputSection] = []
     for s in kept:
@@ -217,6 +228,9 @@ def _output_sections(plan: StripPlan) -> list[OutputSection]:
         if rewrite is not None:
             out.content, out.content_size, out.sh_info = rewrite.symtab_chunks, rewrite.symtab_size, \
                 rewrite.first_global
+        elif s.index in rebuilt:
+            data = rebuilt[s.index]
+            out.content, out.content_size = (lambda d=data: [d]), len(data)
         elif s.sh_type == c.SHT_SYMTAB_SHNDX and s.sh_link in symtabs:
             owner = symtabs[s.sh_link]
             out.content, out.content_size = owner.xindex_chunks, owner.xindex_size
@@ -231,6 +245,18 @@ def _output_sections(plan: StripPlan) -> list[OutputSection]:
                 out.sh_info = symtabs[s.sh_link].new_symbol(s.sh_info, s.name)
         outputs.append(out)
     return outputs
+
+
+def _private_strtab(elf: ElfFile, symtab: Section, kept: list[Section]) -> Optional[Section]:
+    """The symbol table's string table when only it uses it and it is small enough to rebuild in memory."""
+    strtab = elf.sections[symtab.sh_link] if symtab.sh_link else None
+    if strtab is None or strtab.sh_type != c.SHT_STRTAB or strtab.is_alloc:
+        return None
+    if strtab.index == elf.header.e_shstrndx or strtab.sh_size > STRTAB_REBUILD_LIMIT:
+        return None
+    if any(s.sh_link == strtab.index and s.index != symtab.index for s in kept):
+        return None
+    return strtab
 
 
 def _saved_by_section(plan: StripPlan) -> list[RemovedSection]:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from ..errors import UnsupportedError, file_error
 from . import constants as c
-from .reader import ElfFile, Section
+from .reader import NAME_ENCODING, ElfFile, Section
+from .writer import build_string_table
 
 
 @dataclass
@@ -26,8 +27,24 @@ class SymbolRewrite:
     first_global: int
     xindex: Section | None
 
-    def __init__(self, elf: ElfFile, symtab: Section, xindex: Section | None, section_map: Mapping[int, int]):
+    def __init__(
+        self,
+        elf: ElfFile,
+        symtab: Section,
+        xindex: Section | None,
+        section_map: Mapping[int, int],
+        *,
+        referenced: set[int] | None = None,
+        strtab: Section | None = None,
+    ):
+        """``referenced``: symbol indices that relocations or groups use; when given, other section symbols
+        and all file symbols (debugging symbols, as GNU strip calls them) are dropped. ``strtab``: rebuild
+        this string table with only the kept names."""
         self.elf, self.symtab, self.xindex, self.section_map = elf, symtab, xindex, section_map
+        self.referenced = referenced
+        self.strtab = strtab
+        self.name_map: dict[int, int] | None = None
+        self.strtab_bytes = b""
         entsize = self._sym_struct().size
         if symtab.sh_size % entsize:
             raise file_error(elf.path, f"{symtab.name}: size is not a multiple of the symbol size")
@@ -47,6 +64,22 @@ class SymbolRewrite:
                 self.symbol_map.append(-1)
         self.kept_count = kept
         self.first_global = first_global if symtab.sh_info else 0
+        if strtab is not None:
+            self._rebuild_strtab(strtab)
+
+    def _rebuild_strtab(self, strtab: Section) -> None:
+        old = self.elf.read_section(strtab)
+        names: dict[int, str] = {}
+        for index, (sym, _) in enumerate(self._iter_symbols()):
+            if self.symbol_map[index] >= 0 and sym[0]:
+                if sym[0] >= len(old):
+                    raise file_error(self.elf.path, f"symbol #{index} name is past the end of {strtab.name}")
+                end = old.find(b"\0", sym[0])
+                names[sym[0]] = old[sym[0]:end if end >= 0 else len(old)].decode(NAME_ENCODING)
+        table, offsets = build_string_table(names.values())
+        if len(table) < len(old):
+            self.strtab_bytes = table
+            self.name_map = {old_offset: offsets[name] for old_offset, name in names.items()}
 
     # -- reading ----------------------------------------------------------------------------------------
 
@@ -94,12 +127,15 @@ class SymbolRewrite:
     def _keep(self, index: int, sym: tuple[int, ...], shndx: int) -> bool:
         if index == 0:
             return True
+        symbol_type = sym[3] & 0xF
+        if self.referenced is not None and index not in self.referenced:
+            if symbol_type in (c.STT_SECTION, c.STT_FILE):
+                return False  # unused section symbols and file symbols: debugging symbols to GNU strip too
         if not (0 < shndx < c.SHN_LORESERVE or sym[5] == c.SHN_XINDEX):
             return True  # SHN_UNDEF, SHN_ABS, SHN_COMMON...
         if shndx in self.section_map:
             return True
-        info = sym[3]
-        if info & 0xF == c.STT_SECTION or info >> 4 == 0:
+        if symbol_type == c.STT_SECTION or sym[3] >> 4 == 0:
             return False  # section symbols and locals of a removed section go with it
         raise file_error(self.elf.path, f"global symbol #{index} is defined in a removed section",
                          UnsupportedError)
@@ -123,6 +159,8 @@ class SymbolRewrite:
             if raw_shndx == c.SHN_XINDEX or 0 < raw_shndx < c.SHN_LORESERVE:
                 new = self.section_map[shndx]
                 raw_shndx = new if new < c.SHN_LORESERVE and raw_shndx != c.SHN_XINDEX else c.SHN_XINDEX
+            if self.name_map is not None and name:
+                name = self.name_map[name]
             out += self._pack(name, value, size, info, other, raw_shndx)
             if len(out) >= 1 << 20:
                 yield bytes(out)
@@ -169,6 +207,30 @@ class SymbolRewrite:
                 symbol = self.new_symbol(info >> shift, relocs.name) if info >> shift else 0
                 out += entry.pack(fields[0], (symbol << shift) | (info & type_mask), *fields[2:])
             yield bytes(out)
+
+
+def referenced_symbols(elf: ElfFile, symtab: Section, users: Iterable[Section]) -> set[int]:
+    """Symbol indices used by relocation sections and groups that link to ``symtab``."""
+    layout = elf.layout
+    used: set[int] = set()
+    for user in users:
+        if user.sh_link != symtab.index:
+            continue
+        if user.sh_type == c.SHT_GROUP:
+            used.add(user.sh_info)
+            continue
+        if user.sh_type not in (c.SHT_REL, c.SHT_RELA):
+            continue
+        if layout.is64 and elf.header.e_machine == c.EM_MIPS:
+            raise file_error(elf.path, "renumbering MIPS64 relocations is not supported", UnsupportedError)
+        rela = user.sh_type == c.SHT_RELA
+        fmt = ("QQq" if rela else "QQ") if layout.is64 else ("IIi" if rela else "II")
+        shift = 32 if layout.is64 else 8
+        entry = struct.Struct(layout.order + fmt)
+        for chunk in elf.iter_section_chunks(user._replace(sh_entsize=entry.size)):
+            used.update(fields[1] >> shift for fields in entry.iter_unpack(chunk[: len(chunk) // entry.size
+                                                                                  * entry.size]))
+    return used
 
 
 def group_members(elf: ElfFile, group: Section) -> tuple[int, list[int]]:

@@ -1,0 +1,538 @@
+"""The compression stage: pack an ELF executable with UPX, or say why not.
+
+UPX is an external program with strong opinions. Everything it refuses (already packed, not compressible,
+``CantPackException: ...``, file too small) comes back as an :class:`UpxResult` with ``packed=False`` and a
+short human reason, because a binary that could not be packed is still a good stripped binary. Only with
+``required=True`` does a refusal become an error.
+
+We also refuse some inputs before UPX sees them, because UPX would pack them and the result would break:
+shared libraries crash when loaded packed, ``.o`` files are not programs, and a binary for another
+architecture cannot be checked by running it here. ``force=True`` lets them through.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import (
+    BinslimError,
+    MalformedELFError,
+    NotELFError,
+    ToolFailedError,
+    ToolNotFoundError,
+    UnsupportedError,
+    file_error,
+)
+from .runner import Completed, Runner, run
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "METHODS",
+    "UpxResult",
+    "UpxTool",
+    "compress",
+    "find_upx",
+    "is_upx_packed",
+    "pack_eligibility",
+]
+
+DEFAULT_TIMEOUT = 600.0
+VERSION_TIMEOUT = 30.0
+NOT_FOUND_MESSAGE = (
+    "upx not found: install Debian's upx-ucl (bookworm-backports), set BINSLIM_UPX, or drop --upx"
+)
+
+# UPX 4 packs ELF with NRV2E unless told otherwise; ``--nrv2e`` asks for it explicitly.
+METHODS: Mapping[str, str] = {"nrv": "--nrv2e", "lzma": "--lzma"}
+METHOD_NAMES: Mapping[str, str] = {"nrv": "nrv2e", "lzma": "lzma"}
+
+# Options in extra_args that would make UPX do something other than pack our one file into our temp path.
+_FORBIDDEN_EXTRA = re.compile(
+    r"^(-o.*|--output(=.*)?|-d|--decompress|-t|--test|-l|--list|--fileinfo|-k|--backup|--stdout|-c"
+    r"|--force-overwrite|-[hVL]|--help|--version|--license)$"
+)
+
+_UPX_MARKER = b"UPX!"
+_MARKER_WINDOW = 8192  # UPX puts its l_info block right after the program headers
+
+# --- a tiny ELF header reader (the full one lives in binslim.elf; this stage must not depend on it) ---
+
+_ET_REL, _ET_EXEC, _ET_DYN, _ET_CORE = 1, 2, 3, 4
+_PT_DYNAMIC, _PT_INTERP = 2, 3
+_DT_NULL, _DT_FLAGS_1 = 0, 0x6FFFFFFB
+_DF_1_PIE = 0x08000000
+_PN_XNUM = 0xFFFF
+
+_MACHINE_NAMES: Mapping[int, str] = {
+    3: "i386",
+    8: "mips",
+    20: "ppc",
+    21: "ppc64",
+    22: "s390x",
+    40: "arm",
+    62: "x86_64",
+    183: "aarch64",
+    243: "riscv",
+    258: "loongarch",
+}
+
+_HOST_MACHINES: Mapping[str, int] = {
+    "x86_64": 62,
+    "amd64": 62,
+    "i386": 3,
+    "i486": 3,
+    "i586": 3,
+    "i686": 3,
+    "aarch64": 183,
+    "arm64": 183,
+    "ppc64": 21,
+    "ppc64le": 21,
+    "ppc": 20,
+    "s390x": 22,
+    "riscv64": 243,
+    "loongarch64": 258,
+}
+
+
+@dataclass(frozen=True)
+class _ElfHeader:
+    is64: bool
+    endian: str  # "<" or ">"
+    e_type: int
+    e_machine: int
+    e_phoff: int
+    e_shoff: int
+    e_phentsize: int
+    e_phnum: int
+    e_shentsize: int
+    e_shnum: int
+
+
+@dataclass(frozen=True)
+class _Segment:
+    p_type: int
+    p_offset: int
+    p_filesz: int
+
+
+def _machine_name(e_machine: int) -> str:
+    return _MACHINE_NAMES.get(e_machine, f"e_machine {e_machine}")
+
+
+def _read_at(f: Any, offset: int, size: int) -> bytes:
+    f.seek(offset)
+    data: bytes = f.read(size)
+    return data
+
+
+def _parse_header(path: str, f: Any) -> _ElfHeader:
+    ident = _read_at(f, 0, 16)
+    if len(ident) < 4 or ident[:4] != b"\x7fELF":
+        raise file_error(path, "not an ELF file", NotELFError)
+    if len(ident) < 16 or ident[4] not in (1, 2) or ident[5] not in (1, 2):
+        raise file_error(path, "bad ELF identification bytes", MalformedELFError)
+    is64 = ident[4] == 2
+    endian = "<" if ident[5] == 1 else ">"
+    fmt = endian + ("HHIQQQIHHHHHH" if is64 else "HHIIIIIHHHHHH")
+    raw = _read_at(f, 16, struct.calcsize(fmt))
+    if len(raw) < struct.calcsize(fmt):
+        raise file_error(path, "truncated ELF header", MalformedELFError)
+    (
+        e_type,
+        e_machine,
+        _ver,
+        _entry,
+        e_phoff,
+        e_shoff,
+        _flags,
+        _ehsize,
+        e_phentsize,
+        e_phnum,
+        e_shentsize,
+        e_shnum,
+        _shstrndx,
+    ) = struct.unpack(fmt, raw)
+    return _ElfHeader(
+        is64, endian, e_type, e_machine, e_phoff, e_shoff, e_phentsize, e_phnum, e_shentsize, e_shnum
+    )
+
+
+def _phnum(path: str, f: Any, hdr: _ElfHeader) -> int:
+    if hdr.e_phnum != _PN_XNUM:
+        return hdr.e_phnum
+    # Too many segments for e_phnum: the real count is sh_info of section 0.
+    raw = _read_at(f, hdr.e_shoff + (44 if hdr.is64 else 28), 4) if hdr.e_shoff else b""
+    if len(raw) < 4:
+        raise file_error(path, "e_phnum is PN_XNUM but there is no section 0", MalformedELFError)
+    return int(struct.unpack(hdr.endian + "I", raw)[0])
+
+
+def _segments(path: str, f: Any, hdr: _ElfHeader) -> list[_Segment]:
+    count = _phnum(path, f, hdr)
+    if count == 0:
+        return []
+    fmt = hdr.endian + ("IIQQQQQQ" if hdr.is64 else "IIIIIIII")
+    if hdr.e_phentsize < struct.calcsize(fmt):
+        raise file_error(path, f"e_phentsize {hdr.e_phentsize} is too small", MalformedELFError)
+    table = _read_at(f, hdr.e_phoff, count * hdr.e_phentsize)
+    if len(table) < count * hdr.e_phentsize:
+        raise file_error(path, "program header table runs past the end of the file", MalformedELFError)
+    segments = []
+    for i in range(count):
+        fields = struct.unpack_from(fmt, table, i * hdr.e_phentsize)
+        if hdr.is64:
+            p_type, _flags, p_offset, _vaddr, _paddr, p_filesz, _memsz, _align = fields
+        else:
+            p_type, p_offset, _vaddr, _paddr, p_filesz, _memsz, _flags, _align = fields
+        segments.append(_Segment(p_type, p_offset, p_filesz))
+    return segments
+
+
+def _is_pie(f: Any, hdr: _ElfHeader, segments: list[_Segment]) -> bool:
+    """True when PT_DYNAMIC carries DF_1_PIE: how a static-pie tells itself apart from a library."""
+    entry_fmt = hdr.endian + ("qQ" if hdr.is64 else "iI")
+    entry_size = struct.calcsize(entry_fmt)
+    for seg in segments:
+        if seg.p_type != _PT_DYNAMIC:
+            continue
+        table = _read_at(f, seg.p_offset, min(seg.p_filesz, 1 << 20))
+        for offset in range(0, len(table) - entry_size + 1, entry_size):
+            tag, value = struct.unpack_from(entry_fmt, table, offset)
+            if tag == _DT_NULL:
+                break
+            if tag == _DT_FLAGS_1 and value & _DF_1_PIE:
+                return True
+    return False
+
+
+def _open(path: str) -> Any:
+    try:
+        return open(path, "rb")
+    except IsADirectoryError as exc:
+        raise file_error(path, "is a directory, not an ELF file", NotELFError) from exc
+    except OSError as exc:
+        raise file_error(path, f"cannot read: {exc.strerror or exc}") from exc
+
+
+def _host_machine() -> int | None:
+    machine = _HOST_MACHINES.get(platform.machine().lower())
+    if machine is not None:
+        return machine
+    # Unknown uname name: the interpreter running us was built for the host.
+    try:
+        with open(sys.executable, "rb") as f:
+            return _parse_header(sys.executable, f).e_machine
+    except (OSError, BinslimError):
+        return None
+
+
+def pack_eligibility(path: str) -> str | None:
+    """Why ``path`` should not be packed by default, or ``None`` when it may be.
+
+    Reads only the ELF header, the program headers and, for ET_DYN, the dynamic section. Raises
+    NotELFError or MalformedELFError when the headers cannot be read.
+    """
+    with _open(path) as f:
+        hdr = _parse_header(path, f)
+        if hdr.e_type == _ET_REL:
+            return "relocatable object (ET_REL, a .o file), not an executable"
+        if hdr.e_type == _ET_CORE:
+            return "core dump (ET_CORE), not an executable"
+        if hdr.e_type not in (_ET_EXEC, _ET_DYN):
+            return f"ELF type {hdr.e_type} is not an executable"
+        segments = _segments(path, f, hdr)
+        if hdr.e_type == _ET_DYN and not any(s.p_type == _PT_INTERP for s in segments):
+            if not _is_pie(f, hdr, segments):
+                return "shared library (ET_DYN without PT_INTERP): packed libraries crash when loaded"
+    host = _host_machine()
+    if host is not None and hdr.e_machine != host:
+        return f"built for {_machine_name(hdr.e_machine)}, not this {_machine_name(host)} host"
+    return None
+
+
+def is_upx_packed(path: str) -> bool:
+    """True when ``path`` looks like UPX output: the ``UPX!`` marker near the start and no section headers.
+
+    Never raises for unreadable or non-ELF files; they are simply not UPX-packed.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_MARKER_WINDOW)
+            hdr = _parse_header(path, f)
+    except (OSError, BinslimError):
+        return False
+    return _UPX_MARKER in head and (hdr.e_shoff == 0 or hdr.e_shnum == 0)
+
+
+# --- finding UPX ---
+
+
+@dataclass(frozen=True)
+class UpxTool:
+    path: str
+    version: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "version": self.version}
+
+
+def _which(name: str, env: Mapping[str, str]) -> str | None:
+    search_path = env.get("PATH", os.defpath)
+    if os.sep in name:
+        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
+    return shutil.which(name, path=search_path)
+
+
+def find_upx(
+    env: Mapping[str, str] = os.environ,
+    *,
+    runner: Runner = run,
+    timeout: float = VERSION_TIMEOUT,
+) -> UpxTool:
+    """Locate UPX (``$BINSLIM_UPX``, then ``upx``, then ``upx-ucl`` on ``PATH``) and read its version."""
+    override = env.get("BINSLIM_UPX", "")
+    if override:
+        path = _which(override, env)
+        if path is None:
+            raise ToolNotFoundError(f"BINSLIM_UPX={override} is not an executable file: {NOT_FOUND_MESSAGE}")
+    else:
+        path = _which("upx", env) or _which("upx-ucl", env)
+        if path is None:
+            raise ToolNotFoundError(NOT_FOUND_MESSAGE)
+    return UpxTool(path=os.path.abspath(path), version=_read_version(path, runner, timeout))
+
+
+def _read_version(path: str, runner: Runner, timeout: float) -> str:
+    completed = runner([path, "--version"], timeout=timeout, check=True)
+    lines = completed.stdout.decode("utf-8", "replace").strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    if not first:
+        raise ToolFailedError(f"{path} --version printed nothing; is it UPX?", argv=completed.argv)
+    # "upx 4.2.2" -> "4.2.2"; keep anything unexpected whole.
+    return first[4:].strip() if first.lower().startswith("upx ") else first
+
+
+# --- packing ---
+
+
+@dataclass(frozen=True)
+class UpxResult:
+    packed: bool
+    reason: str  # why not packed; "" when packed
+    version: str
+    method: str  # "default", "nrv2e" or "lzma"
+    level: str  # "default" or "1".."9"
+    seconds: float  # time UPX spent packing (0.0 when it never ran)
+    input_size: int
+    output_size: int | None
+    output: str | None  # the packed file, when packed
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's ``upx`` object."""
+        return {"version": self.version, "method": self.method, "level": self.level, "seconds": self.seconds}
+
+
+# Exceptions by which UPX declines a file, as opposed to failing on it.
+_REFUSALS = frozenset(
+    {
+        "CantPackException",
+        "UnknownExecutableFormatException",
+        "NotCompressibleException",
+        "OverlayException",
+    }
+)
+_UPX_ERROR_LINE = re.compile(r"^upx: .*?: ([A-Za-z]*(?:Exception|Error))(?:: (.*))?$")
+_MAX_DETAIL = 200
+
+
+def _upx_error(stderr: bytes) -> tuple[str, str] | None:
+    """The last ``upx: FILE: SomeException: message`` line of stderr, as (name, message)."""
+    found = None
+    for line in stderr.decode("utf-8", "replace").splitlines():
+        match = _UPX_ERROR_LINE.match(line.strip())
+        if match:
+            found = (match.group(1), (match.group(2) or "").strip())
+    return found
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
+
+
+def _failure_reason(completed: Completed, timeout: float) -> str:
+    """A one-line reason for a UPX run that did not succeed."""
+    if completed.timed_out:
+        return f"upx timed out after {timeout:g} s"
+    code = completed.returncode
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"upx was killed by {name}"
+    error = _upx_error(completed.stderr)
+    if error is None:
+        tail = completed.stderr_tail(2)
+        return _shorten(f"upx exited with {code}" + (f": {tail}" if tail else ""))
+    name, message = error
+    message = message.removesuffix("-- skipped").strip()
+    if name == "AlreadyPackedException":
+        return "already packed by UPX"
+    if name == "IOException" and message in ("file is too small", "empty file"):
+        return f"UPX refused: {message}"
+    detail = f"{name}: {message}" if message else name
+    if name in _REFUSALS:
+        return _shorten(f"UPX refused: {detail}")
+    return _shorten(f"upx failed: {detail}")
+
+
+def _option_args(method: str | None, level: int | None, extra_args: str) -> list[str]:
+    args: list[str] = []
+    if method is not None:
+        if method not in METHODS:
+            raise UnsupportedError(f"unknown UPX method {method!r}: choose one of {', '.join(METHODS)}")
+        args.append(METHODS[method])
+    if level is not None:
+        if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 9:
+            raise UnsupportedError(f"UPX level must be 1..9, not {level!r}")
+        args.append(f"-{level}")
+    try:
+        extra = shlex.split(extra_args)
+    except ValueError as exc:
+        raise UnsupportedError(f"cannot parse UPX extra arguments {extra_args!r}: {exc}") from exc
+    for arg in extra:
+        if not arg.startswith("-") or _FORBIDDEN_EXTRA.match(arg):
+            raise UnsupportedError(f"UPX extra argument {arg!r} is not allowed: binslim chooses the files")
+    return args + extra
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError as exc:
+        raise file_error(path, f"cannot read: {exc.strerror or exc}") from exc
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def compress(
+    input: str,
+    output: str,
+    *,
+    method: str | None = None,
+    level: int | None = None,
+    extra_args: str = "",
+    timeout: float = DEFAULT_TIMEOUT,
+    force: bool = False,
+    required: bool = False,
+    tool: UpxTool | None = None,
+    runner: Runner = run,
+) -> UpxResult:
+    """Pack ``input`` into ``output`` with UPX and check the result with ``upx -t``.
+
+    ``input`` is never modified; ``output`` is written (atomically) only when packing succeeded. When the file
+    is not packed the result says why. With ``required=True`` that becomes an error instead: ToolFailedError
+    when UPX refused, failed or timed out, UnsupportedError when binslim itself declined (shared library,
+    ``.o``, foreign architecture; ``force=True`` overrides those).
+    """
+    options = _option_args(method, level, extra_args)
+    input_size = _size(input)
+    if _same_file(input, output):
+        raise UnsupportedError(f"{output}: UPX output must not be the input file")
+    method_name = "default" if method is None else METHOD_NAMES[method]
+    level_name = "default" if level is None else str(level)
+
+    def not_packed(reason: str, *, version: str, seconds: float = 0.0) -> UpxResult:
+        return UpxResult(
+            packed=False,
+            reason=reason,
+            version=version,
+            method=method_name,
+            level=level_name,
+            seconds=seconds,
+            input_size=input_size,
+            output_size=None,
+            output=None,
+        )
+
+    def refused(reason: str, completed: Completed | None, *, version: str, seconds: float = 0.0) -> UpxResult:
+        if required:
+            raise ToolFailedError(
+                f"{input}: not packed: {reason}",
+                argv=completed.argv if completed else (),
+                returncode=completed.returncode if completed else None,
+                stderr_tail=completed.stderr_tail() if completed else "",
+                timed_out=completed.timed_out if completed else False,
+            )
+        return not_packed(reason, version=version, seconds=seconds)
+
+    known_version = tool.version if tool is not None else ""
+    if is_upx_packed(input):
+        return refused("already packed by UPX", None, version=known_version)
+    if not force:
+        skip = pack_eligibility(input)
+        if skip is not None:
+            if required:
+                raise UnsupportedError(f"{input}: not packed: {skip} (force packing to override)")
+            return not_packed(skip, version=known_version)
+    if tool is None:
+        tool = find_upx(runner=runner)
+
+    out_dir = os.path.dirname(os.path.abspath(output))
+    try:
+        work_dir = tempfile.mkdtemp(prefix=".binslim-upx-", dir=out_dir)
+    except OSError as exc:
+        raise file_error(output, f"cannot write here: {exc.strerror or exc}") from exc
+    try:
+        # A fresh private folder: UPX refuses to overwrite, and nobody else can race us for the name.
+        packed_path = os.path.join(work_dir, os.path.basename(output) or "packed")
+        pack_argv = [tool.path, *options, "-o", packed_path, os.path.abspath(input)]
+        packing = runner(pack_argv, timeout=timeout)
+        seconds = packing.seconds
+        if packing.timed_out or packing.returncode != 0:
+            return refused(_failure_reason(packing, timeout), packing, version=tool.version, seconds=seconds)
+        if not os.path.isfile(packed_path):
+            return refused("upx exited 0 but wrote no output", packing, version=tool.version, seconds=seconds)
+
+        testing = runner([tool.path, "-t", packed_path], timeout=timeout)
+        if testing.timed_out or testing.returncode != 0:
+            reason = f"packed file failed upx -t: {_failure_reason(testing, timeout)}"
+            return refused(reason, testing, version=tool.version, seconds=seconds)
+
+        output_size = _size(packed_path)
+        if output_size >= input_size:
+            reason = f"UPX output is not smaller ({input_size} -> {output_size} bytes)"
+            return refused(reason, packing, version=tool.version, seconds=seconds)
+        try:
+            os.replace(packed_path, output)
+        except OSError as exc:
+            raise file_error(output, f"cannot write: {exc.strerror or exc}") from exc
+        return UpxResult(
+            packed=True,
+            reason="",
+            version=tool.version,
+            method=method_name,
+            level=level_name,
+            seconds=seconds,
+            input_size=input_size,
+            output_size=output_size,
+            output=output,
+        )
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
