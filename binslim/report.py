@@ -1,0 +1,115 @@
+"""Results to text or JSON. Sizes are exact bytes; units are only a rendering, always named MB or MiB."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from . import __version__, fileops
+from .slim import SlimResult
+
+SCHEMA_VERSION = 1
+KIND_ORDER = ("symbols", "debug", "notes", "other", "headers")
+
+
+def human_size(size: int) -> str:
+    """``12,345,678 B (12.35 MB / 11.77 MiB)``: exact bytes first, then both decimal and binary units."""
+    if abs(size) < 1000:
+        return f"{size:,} B"
+    if abs(size) < 1_000_000:
+        return f"{size:,} B ({size / 1e3:.1f} kB / {size / 1024:.1f} KiB)"
+    return f"{size:,} B ({size / 1e6:.2f} MB / {size / 1048576:.2f} MiB)"
+
+
+def percent(part: int, whole: int) -> str:
+    return f"{100.0 * part / whole:.1f}%" if whole else "0.0%"
+
+
+def format_result(result: SlimResult) -> str:
+    lines = [f"{result.input} -> {result.output}: {result.message}"]
+    if result.status == "failed":
+        return lines[0]
+    rows = [("original", result.original_size), ("stripped", result.stripped_size)]
+    if result.packed_size is not None:
+        rows.append(("packed", result.packed_size))
+    rows.append(("final", result.final_size))
+    for label, size in rows:
+        lines.append(f"  {label:<10}{human_size(size)}")
+    lines.append(f"  {'saved':<10}{human_size(result.saved)}, {percent(result.saved, result.original_size)}")
+    by_kind: dict[str, int] = {}
+    for removed in result.removed:
+        by_kind[removed.kind] = by_kind.get(removed.kind, 0) + removed.size
+    if by_kind:
+        parts = [f"{kind} {by_kind[kind]:,} B" for kind in KIND_ORDER if kind in by_kind]
+        lines.append(f"  {'removed':<10}" + ", ".join(parts))
+    if result.kept_notes:
+        kept = ", ".join(f"{name} {size} B" for name, size in result.kept_notes)
+        lines.append(f"  {'kept':<10}{kept}")
+    if result.overlay:
+        lines.append(f"  {'overlay':<10}{human_size(result.overlay)} kept byte for byte after the image")
+    if result.upx is not None and result.upx.packed:
+        lines.append(f"  {'upx':<10}{result.upx.version}, method {result.upx.method}, level {result.upx.level},"
+                     f" {result.upx.seconds:.2f} s")
+    elif result.upx_reason:
+        lines.append(f"  {'upx':<10}not packed: {result.upx_reason}")
+    if result.verify is not None:
+        lines.extend(_format_verify(result))
+    for note in result.notes:
+        if not note.startswith("not packed:"):
+            lines.append(f"  note: {note}")
+    return "\n".join(lines)
+
+
+def _format_verify(result: SlimResult) -> list[str]:
+    v = result.verify
+    assert v is not None
+    if not v.ran:
+        return [f"  {'verify':<10}static checks passed; not run: {v.reason}"]
+    same = "yes" if v.same_behaviour else "no"
+    lines = [f"  {'verify':<10}same behaviour: {same} (args: {' '.join(v.args) or '(none)'})"
+             + (f"; {v.reason}" if v.reason else "")]
+    if v.original is not None and v.final is not None:
+        added = v.added_ms if v.added_ms is not None else 0.0
+        lines.append(
+            f"  {'startup':<10}original {v.original.median_ms:.1f} ms ({v.original.min_ms:.1f}-"
+            f"{v.original.max_ms:.1f}), final {v.final.median_ms:.1f} ms ({v.final.min_ms:.1f}-"
+            f"{v.final.max_ms:.1f}), added {added:+.1f} ms"
+        )
+        lines.append(
+            f"  {'peak RSS':<10}original {v.original.peak_rss_kib:,} KiB, final {v.final.peak_rss_kib:,} KiB,"
+            f" added {v.final.peak_rss_kib - v.original.peak_rss_kib:+,} KiB"
+        )
+    return lines
+
+
+def format_summary(results: Sequence[SlimResult]) -> str:
+    ok = [r for r in results if r.status == "ok"]
+    skipped = [r for r in results if r.status == "skipped"]
+    failed = [r for r in results if r.status == "failed"]
+    before = sum(r.original_size for r in results if r.status != "failed")
+    after = sum(r.final_size for r in results if r.status != "failed")
+    return (f"{len(results)} files: {len(ok)} slimmed, {len(skipped)} skipped, {len(failed)} failed;"
+            f" {human_size(before)} -> {human_size(after)}")
+
+
+def to_json_document(results: Iterable[SlimResult]) -> dict[str, Any]:
+    return {"schema": SCHEMA_VERSION, "binslim": __version__, "results": [r.to_dict() for r in results]}
+
+
+def dumps(results: Iterable[SlimResult]) -> str:
+    return json.dumps(to_json_document(results), indent=2, sort_keys=False)
+
+
+def write_json_atomically(path: str, results: Iterable[SlimResult]) -> None:
+    """Write the JSON report to ``path`` through a temporary file, so readers never see half a report."""
+    tmp = fileops.temp_path_beside(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(dumps(results) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

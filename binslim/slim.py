@@ -1,0 +1,250 @@
+"""The whole job for one file: strip, optionally pack, verify, then install atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+from . import fileops
+from .errors import BinslimError, ToolFailedError, VerificationError, file_error
+from .runner import Runner, run
+from .strip import RemovedSection, StripResult, strip_to_fd
+
+if TYPE_CHECKING:
+    from .upx import UpxResult
+    from .verify import VerifyResult
+
+UPX_METHODS = ("nrv", "lzma", "auto")
+
+
+@dataclass(frozen=True)
+class SlimResult:
+    """One entry of the JSON report's ``results``."""
+
+    input: str
+    output: str
+    status: str  # "ok" | "skipped" | "failed"
+    message: str
+    original_size: int
+    stripped_size: int
+    packed_size: Optional[int]
+    final_size: int
+    removed: tuple[RemovedSection, ...] = ()
+    overlay: int = 0
+    upx: Optional[UpxResult] = None
+    upx_reason: str = ""
+    verify: Optional[VerifyResult] = None
+    notes: tuple[str, ...] = ()
+    kept_notes: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def saved(self) -> int:
+        return self.original_size - self.final_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "output": self.output,
+            "status": self.status,
+            "message": self.message,
+            "size": {
+                "original": self.original_size,
+                "stripped": self.stripped_size,
+                "packed": self.packed_size,
+                "final": self.final_size,
+            },
+            "removed": [r.to_dict() for r in self.removed],
+            "overlay": self.overlay,
+            "upx": self.upx.to_dict() if self.upx is not None and self.upx.packed else None,
+            "verify": self.verify.to_dict() if self.verify is not None else None,
+        }
+
+
+@dataclass
+class _Temps:
+    """Temporary files of one run; all removed at the end unless installed."""
+
+    paths: list[str] = field(default_factory=list)
+
+    def new(self, beside: str) -> str:
+        path = fileops.temp_path_beside(beside)
+        self.paths.append(path)
+        return path
+
+    def cleanup(self) -> None:
+        for path in self.paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def slim(
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    level: str = "all",
+    keep_sections: Sequence[str] = (),
+    remove_sections: Sequence[str] = (),
+    upx: bool = False,
+    upx_method: Optional[str] = None,
+    upx_level: Optional[int] = None,
+    upx_args: str = "",
+    upx_timeout: float = 600.0,
+    upx_force: bool = False,
+    upx_required: bool = False,
+    max_startup_ms: Optional[float] = None,
+    verify: bool = True,
+    verify_args: Sequence[str] = ("--version",),
+    verify_cmd: Optional[str] = None,
+    verify_timeout: float = 10.0,
+    verify_runs: int = 9,
+    verify_env: Optional[Mapping[str, str]] = None,
+    preserve_dates: bool = False,
+    runner: Runner = run,
+) -> SlimResult:
+    """Strip ``input`` (and pack it when ``upx``), check the result, and install it at ``output``.
+
+    With ``output=None`` the input is rewritten in place. Raises a BinslimError subclass on any failure,
+    VerificationError (exit code 3) when the result behaves differently; the target is then left untouched.
+    """
+    source = os.fspath(input)
+    target = os.fspath(output) if output is not None else source
+    if upx_method is not None and upx_method not in UPX_METHODS:
+        raise BinslimError(f"unknown UPX method {upx_method!r} (choose from {', '.join(UPX_METHODS)})")
+    if upx_method == "auto" and max_startup_ms is None:
+        raise BinslimError("--upx-method auto needs --max-startup-ms")
+    upx = upx or upx_method is not None
+    temps = _Temps()
+    try:
+        if upx or os.path.isfile(source):
+            from .upx import is_upx_packed
+
+            if os.path.isfile(source) and is_upx_packed(source):
+                return _already_packed(source, target, temps, preserve_dates)
+
+        stripped_path = temps.new(target)
+        with fileops.open_new(stripped_path) as fd:
+            stripped = strip_to_fd(source, fd, output_name=target, level=level,
+                                   keep_sections=keep_sections, remove_sections=remove_sections)
+        final_path = stripped_path
+        notes = list(stripped.messages)
+        upx_result: Optional[UpxResult] = None
+        upx_reason = ""
+        packed_size: Optional[int] = None
+        verify_result: Optional[VerifyResult] = None
+
+        if upx:
+            upx_result, upx_reason, verify_result = _pack(
+                stripped_path, target, temps, upx_method, upx_level, upx_args, upx_timeout, upx_force,
+                upx_required, max_startup_ms, verify_args, verify_timeout, verify_runs, verify_env, runner,
+                source,
+            )
+            if upx_result is not None and upx_result.packed and upx_result.output:
+                final_path = upx_result.output
+                packed_size = os.path.getsize(final_path)
+            if upx_reason:
+                notes.append(f"not packed: {upx_reason}")
+
+        if verify:
+            from .verify import require_same
+            from .verify import verify as run_verify
+
+            if verify_result is None or final_path == stripped_path:
+                verify_result = run_verify(
+                    source, final_path, args=tuple(verify_args), verify_cmd=verify_cmd, timeout=verify_timeout,
+                    runs=verify_runs, env=verify_env, packed=final_path != stripped_path, runner=runner,
+                )
+            require_same(verify_result)
+
+        final_size = os.path.getsize(final_path)
+        fileops.install(final_path, target, like=source, preserve_dates=preserve_dates)
+        message = "stripped" + (" and packed" if packed_size is not None else "")
+        if not stripped.changed:
+            message = "nothing to strip" + (", packed" if packed_size is not None else "")
+        return SlimResult(
+            input=source, output=target, status="ok", message=message,
+            original_size=stripped.original_size, stripped_size=stripped.stripped_size,
+            packed_size=packed_size, final_size=final_size, removed=stripped.removed,
+            overlay=stripped.overlay, upx=upx_result, upx_reason=upx_reason, verify=verify_result,
+            notes=tuple(notes), kept_notes=tuple((n.name, n.size) for n in stripped.kept_notes),
+        )
+    finally:
+        temps.cleanup()
+
+
+def _already_packed(source: str, target: str, temps: _Temps, preserve_dates: bool) -> SlimResult:
+    size = os.path.getsize(source)
+    if os.path.abspath(target) != os.path.abspath(source):
+        copy = temps.new(target)
+        with open(source, "rb") as src, open(copy, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        fileops.install(copy, target, like=source, preserve_dates=preserve_dates)
+    return SlimResult(
+        input=source, output=target, status="skipped",
+        message="already packed by UPX (no section table to strip); left as it was",
+        original_size=size, stripped_size=size, packed_size=None, final_size=size,
+    )
+
+
+def _pack(
+    stripped_path: str,
+    target: str,
+    temps: _Temps,
+    method: Optional[str],
+    level: Optional[int],
+    extra_args: str,
+    timeout: float,
+    force: bool,
+    required: bool,
+    max_startup_ms: Optional[float],
+    verify_args: Sequence[str],
+    verify_timeout: float,
+    verify_runs: int,
+    verify_env: Optional[Mapping[str, str]],
+    runner: Runner,
+    source: str,
+) -> tuple[Optional[UpxResult], str, Optional[VerifyResult]]:
+    """Pack the stripped file. Returns (chosen result, reason it was not packed, its verification)."""
+    from .upx import compress, find_upx, pack_eligibility
+
+    tool = find_upx()
+    if not force:
+        reason = pack_eligibility(stripped_path)
+        if reason:
+            if required:
+                raise file_error(source, f"not packed: {reason}", ToolFailedError)
+            return None, reason, None
+    methods = ["nrv", "lzma"] if method == "auto" else [method]
+    candidates: list[tuple[UpxResult, Optional[VerifyResult]]] = []
+    reasons = []
+    for candidate in methods:
+        packed_path = temps.new(target)
+        os.unlink(packed_path)  # UPX refuses to write over an existing file
+        result = compress(stripped_path, packed_path, method=candidate, level=level, extra_args=extra_args,
+                          timeout=timeout, force=force, required=required, tool=tool, runner=runner)
+        if not result.packed:
+            reasons.append(result.reason)
+            continue
+        measured: Optional[VerifyResult] = None
+        if max_startup_ms is not None:
+            from .verify import verify as run_verify
+
+            measured = run_verify(source, packed_path, args=tuple(verify_args), timeout=verify_timeout,
+                                  runs=verify_runs, env=verify_env, packed=True, runner=runner)
+            if measured.same_behaviour is False:
+                raise VerificationError(f"{source}: UPX {candidate} output differs: {measured.reason}")
+            added = measured.added_ms
+            if added is not None and added > max_startup_ms:
+                reasons.append(f"{candidate} adds {added:.1f} ms startup (budget {max_startup_ms:g} ms)")
+                continue
+        candidates.append((result, measured))
+    if not candidates:
+        reason = "; ".join(r for r in reasons if r) or "UPX did not pack it"
+        if required:
+            raise file_error(source, f"not packed: {reason}", ToolFailedError)
+        return None, reason, None
+    best, measured = min(candidates, key=lambda pair: pair[0].output_size or 0)
+    return best, "", measured
