@@ -6,6 +6,7 @@ make us read past its end nor allocate more than its own size in header tables.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import struct
@@ -21,6 +22,8 @@ NAME_ENCODING = "latin-1"
 # Above this, .shstrtab is read name by name instead of whole.
 _SHSTRTAB_READ_WHOLE_LIMIT = 16 << 20
 _MAX_NAME = 4096
+# Zero padding longer than this at a segment's end is left alone (it is not linker alignment).
+_MAX_ZERO_TAIL = 1 << 16
 
 
 class Segment(NamedTuple):
@@ -393,9 +396,40 @@ class ElfFile:
         return end
 
     @property
-    def loaded_end(self) -> int:
-        """End of the part that is copied byte for byte: headers and every segment's file bytes."""
+    def segments_end(self) -> int:
+        """End of the headers and of every segment's file bytes."""
         return max([self.header_end] + [s.file_end for s in self.segments if s.p_filesz])
+
+    @functools.cached_property
+    def zero_tail(self) -> Optional[tuple[Segment, int]]:
+        """(segment, new file end) when the last segment ends in zero padding past its last section.
+
+        The loader zero-fills a PT_LOAD's memory beyond p_filesz, so ending the file part at the last
+        section maps the same bytes. GNU strip trims this padding too.
+        """
+        end = self.segments_end
+        last = [s for s in self.segments if s.p_filesz and s.file_end == end]
+        if len(last) != 1 or last[0].p_type != c.PT_LOAD or last[0].p_memsz < last[0].p_filesz:
+            return None
+        segment = last[0]
+        inside = [s.file_end for s in self.sections
+                  if s.has_file_bytes and s.sh_offset < end and s.file_end > segment.p_offset]
+        if not inside:
+            return None
+        new_end = max([max(inside), self.header_end] +
+                      [s.file_end for s in self.segments if s.p_filesz and s is not segment])
+        if not segment.p_offset < new_end < end or end - new_end > _MAX_ZERO_TAIL:
+            return None
+        if self.read(new_end, end - new_end).count(0) != end - new_end:
+            return None
+        return segment, new_end
+
+    @property
+    def loaded_end(self) -> int:
+        """End of the part that is copied byte for byte: headers and every segment's file bytes, less a
+        last segment's zero padding (see zero_tail)."""
+        tail = self.zero_tail
+        return tail[1] if tail else self.segments_end
 
     @property
     def section_table_end(self) -> int:
@@ -405,7 +439,7 @@ class ElfFile:
     @property
     def image_end(self) -> int:
         """End of everything the ELF headers account for; bytes past it are an overlay."""
-        ends = [self.loaded_end, self.section_table_end]
+        ends = [self.segments_end, self.section_table_end]
         ends.extend(s.file_end for s in self.sections if s.has_file_bytes)
         return max(ends)
 

@@ -150,6 +150,11 @@ def write_layout(elf: ElfFile, sections: Sequence[OutputSection], dst_fd: int) -
         position += elf.overlay_size
     assert position == total, (position, total)
 
+    tail = elf.zero_tail
+    if tail is not None:
+        segment, new_end = tail
+        _patch_filesz(elf, dst_fd, segment.index, new_end - segment.p_offset)
+
     shoff_at, shoff_fmt = layout.e_shoff_at
     write_all(dst_fd, struct.pack(layout.order + shoff_fmt, table_offset), shoff_at)
     write_all(dst_fd, struct.pack(layout.order + "H", count if count < c.SHN_LORESERVE else 0),
@@ -157,6 +162,14 @@ def write_layout(elf: ElfFile, sections: Sequence[OutputSection], dst_fd: int) -
     write_all(dst_fd, struct.pack(layout.order + "H", shstrndx_new if shstrndx_new < c.SHN_LORESERVE
                                   else c.SHN_XINDEX), layout.e_shstrndx_at)
     return WrittenLayout(size=total, overlay=elf.overlay_size, section_count=count)
+
+
+def _patch_filesz(elf: ElfFile, fd: int, segment_index: int, filesz: int) -> None:
+    layout = elf.layout
+    entry = elf.header.e_phoff + segment_index * layout.phdr.size
+    # p_filesz is the 6th field of Elf64_Phdr (offset 32) and the 5th of Elf32_Phdr (offset 16).
+    at, fmt = (32, "Q") if layout.is64 else (16, "I")
+    write_all(fd, struct.pack(layout.order + fmt, filesz), entry + at)
 
 
 def _pad(fd: int, start: int, end: int) -> None:
