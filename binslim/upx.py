@@ -58,10 +58,11 @@ METHODS: Mapping[str, str] = {"nrv": "--nrv2e", "lzma": "--lzma"}
 METHOD_NAMES: Mapping[str, str] = {"nrv": "nrv2e", "lzma": "lzma"}
 
 # Options in extra_args that would make UPX do something other than pack our one file into our temp path.
-_FORBIDDEN_EXTRA = re.compile(
-    r"^(-o.*|--output(=.*)?|-d|--decompress|-t|--test|-l|--list|--fileinfo|-k|--backup|--stdout|-c"
-    r"|--force-overwrite|-[hVL]|--help|--version|--license)$"
+# A short-option cluster such as "-qd" counts as each of its letters ("-oFILE" is caught by its "o").
+_FORBIDDEN_LONG = re.compile(
+    r"^--(output|decompress|test|list|fileinfo|backup|stdout|force-overwrite|help|version|license)(=.*)?$"
 )
+_FORBIDDEN_SHORT = frozenset("odtlkchVL")
 
 _UPX_MARKER = b"UPX!"
 _MARKER_WINDOW = 8192  # UPX puts its l_info block right after the program headers
@@ -412,7 +413,13 @@ def _option_args(method: str | None, level: int | None, extra_args: str) -> list
     except ValueError as exc:
         raise UnsupportedError(f"cannot parse UPX extra arguments {extra_args!r}: {exc}") from exc
     for arg in extra:
-        if not arg.startswith("-") or _FORBIDDEN_EXTRA.match(arg):
+        if arg in ("-", "--") or not arg.startswith("-"):
+            forbidden = True  # a file name, or the end of options: UPX would pack something else too
+        elif arg.startswith("--"):
+            forbidden = bool(_FORBIDDEN_LONG.match(arg))
+        else:
+            forbidden = any(flag in _FORBIDDEN_SHORT for flag in arg[1:])
+        if forbidden:
             raise UnsupportedError(f"UPX extra argument {arg!r} is not allowed: binslim chooses the files")
     return args + extra
 
@@ -447,9 +454,9 @@ def compress(
     """Pack ``input`` into ``output`` with UPX and check the result with ``upx -t``.
 
     ``input`` is never modified; ``output`` is written (atomically) only when packing succeeded. When the file
-    is not packed the result says why. With ``required=True`` that becomes an error instead: ToolFailedError
-    when UPX refused, failed or timed out, UnsupportedError when binslim itself declined (shared library,
-    ``.o``, foreign architecture; ``force=True`` overrides those).
+    is not packed the result says why: binslim declined it (shared library, ``.o``, foreign architecture;
+    ``force=True`` overrides those), it is already packed, or UPX refused, failed or timed out. With
+    ``required=True`` any of these raises ToolFailedError instead. Bad options raise UnsupportedError.
     """
     options = _option_args(method, level, extra_args)
     input_size = _size(input)
@@ -489,7 +496,7 @@ def compress(
         skip = pack_eligibility(input)
         if skip is not None:
             if required:
-                raise UnsupportedError(f"{input}: not packed: {skip} (force packing to override)")
+                raise ToolFailedError(f"{input}: not packed: {skip} (force packing to override)")
             return not_packed(skip, version=known_version)
     if tool is None:
         tool = find_upx(runner=runner)
@@ -512,7 +519,8 @@ def compress(
 
         testing = runner([tool.path, "-t", packed_path], timeout=timeout)
         if testing.timed_out or testing.returncode != 0:
-            reason = f"packed file failed upx -t: {_failure_reason(testing, timeout)}"
+            detail = _failure_reason(testing, timeout).removeprefix("upx failed: ")
+            reason = f"packed file failed upx -t: {detail}"
             return refused(reason, testing, version=tool.version, seconds=seconds)
 
         output_size = _size(packed_path)
