@@ -27,7 +27,7 @@ _MAX_ZERO_TAIL = 1 << 16
 
 
 class Segment(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # the header's number; shadows tuple.index on purpose
     p_type: int
     p_flags: int
     p_offset: int
@@ -43,7 +43,7 @@ class Segment(NamedTuple):
 
 
 class Section(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # the header's number; shadows tuple.index on purpose
     name: str
     sh_name: int
     sh_type: int

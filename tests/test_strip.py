@@ -1,0 +1,329 @@
+"""The strip engine against real oracles: GNU strip / llvm-strip for size, readelf and eu-elflint for validity,
+pyelftools as an independent reader, and running each fixture for behaviour."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from binslim import strip
+from binslim.elf.reader import ElfFile
+from testdata.build import Fixture, fixture_names
+from tests.helpers import (
+    require_tool,
+    run_fixture,
+    run_linked_object,
+    run_with_library,
+    stage_fixture,
+)
+
+ALL = fixture_names()
+EXECUTABLES = fixture_names(kind="exec")
+TIMEOUT = 120
+
+
+def _run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+def reference_strip(fixture: Fixture, out: Path) -> Path:
+    """GNU strip where it reads the architecture, else llvm-strip. Objects get --strip-debug, as binslim
+    gives them (--strip-all would make them unlinkable)."""
+    flag = "--strip-debug" if fixture.kind == "object" else "--strip-all"
+    gnu = _run([require_tool("strip"), flag, "-o", str(out), fixture.path])
+    if gnu.returncode == 0:
+        return out
+    llvm = _run([require_tool("llvm-strip"), flag, "-o", str(out), fixture.path])
+    assert llvm.returncode == 0, llvm.stderr
+    return out
+
+
+def loaded_bytes(path: str) -> list[tuple[int, int, bytes]]:
+    """(p_type, p_offset, file bytes) of every segment, read with pyelftools."""
+    with open(path, "rb") as handle:
+        elf = ELFFile(handle)
+        result = []
+        for segment in elf.iter_segments():
+            handle.seek(segment["p_offset"])
+            result.append((segment["p_type"], segment["p_offset"], handle.read(segment["p_filesz"])))
+        return result
+
+
+def header_masked(path: str, data: bytes, start: int) -> bytes:
+    """Bytes of a segment starting at file offset ``start`` with the header fields a new section table
+    must change masked out: e_shoff, e_shnum, e_shstrndx, and each p_filesz (compared separately)."""
+    with ElfFile(path) as elf:
+        layout, phoff, phnum = elf.layout, elf.header.e_phoff, elf.header.e_phnum
+    masked = bytearray(data)
+    at, fmt = layout.e_shoff_at
+    spans = [(at, struct.calcsize(fmt)), (layout.e_shnum_at, 2), (layout.e_shstrndx_at, 2)]
+    filesz_at, filesz_len = (32, 8) if layout.is64 else (16, 4)
+    spans += [(phoff + i * layout.phdr.size + filesz_at, filesz_len) for i in range(phnum)]
+    for offset, length in spans:
+        relative = offset - start
+        if 0 <= relative and relative + length <= len(masked):
+            masked[relative : relative + length] = bytes(length)
+    return bytes(masked)
+
+
+def assert_loaded_bytes_unchanged(original: str, stripped: str) -> None:
+    before, after = loaded_bytes(original), loaded_bytes(stripped)
+    assert [(t, o) for t, o, _ in before] == [(t, o) for t, o, _ in after]
+    for index, ((_, start, old), (_, _, new)) in enumerate(zip(before, after)):
+        old, new = header_masked(original, old, start), header_masked(stripped, new, start)
+        # A last segment may end earlier when only zero padding followed its last section.
+        assert old[: len(new)] == new, f"segment {index} bytes changed"
+        assert old[len(new) :].count(0) == len(old) - len(new), f"segment {index} lost non-zero bytes"
+
+
+def twin_run(
+    fixtures: dict[str, Fixture], name: str, binary: Path, folder: Path, args: tuple[str, ...]
+) -> tuple[int, str, str]:
+    """Run ``binary`` as fixture ``name`` from a fresh folder, under the fixture's own file name."""
+    target = stage_fixture(fixtures, name, folder)
+    shutil.copy2(binary, target)
+    return run_fixture(fixtures[name], path=target, args=args, cwd=str(folder))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_no_bigger_than_reference_strip(fixtures: dict[str, Fixture], name: str, tmp_path: Path) -> None:
+    fixture = fixtures[name]
+    ours = tmp_path / "ours"
+    result = strip(fixture.path, ours)
+    reference = reference_strip(fixture, tmp_path / "reference")
+    assert result.stripped_size == ours.stat().st_size
+    # GNU strip destroys an overlay that binslim keeps; compare the ELF images.
+    assert ours.stat().st_size - result.overlay <= reference.stat().st_size
+    assert result.saved > 0, "every fixture carries symbols or debug info"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_output_is_valid_elf(fixtures: dict[str, Fixture], name: str, tmp_path: Path) -> None:
+    fixture = fixtures[name]
+    ours = tmp_path / "ours"
+    strip(fixture.path, ours)
+    readelf = require_tool("readelf")
+    before = _run([readelf, "-a", "-W", fixture.path])
+    after = _run([readelf, "-a", "-W", str(ours)])
+    assert after.returncode == 0
+    new_warnings = set(after.stderr.splitlines()) - set(before.stderr.splitlines())
+    assert not new_warnings, new_warnings
+    with open(ours, "rb") as handle:  # pyelftools, an independent reader
+        elf = ELFFile(handle)
+        names = [s.name for s in elf.iter_sections()]
+        assert ".symtab" not in names or fixture.kind == "object"
+        # Loaded sections stay even when named like debug info (Rust's .debug_gdb_scripts is SHF_ALLOC).
+        unloaded = [s.name for s in elf.iter_sections() if not s["sh_flags"] & 0x2]
+        assert not any(n.startswith((".debug", ".zdebug")) for n in unloaded)
+        for segment in elf.iter_segments():
+            assert segment["p_offset"] + segment["p_filesz"] <= ours.stat().st_size
+    elflint = require_tool("eu-elflint")
+    if _run([elflint, "--gnu-ld", fixture.path]).returncode == 0:
+        lint = _run([elflint, "--gnu-ld", str(ours)])
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_loaded_bytes_unchanged(fixtures: dict[str, Fixture], name: str, tmp_path: Path) -> None:
+    fixture = fixtures[name]
+    ours = tmp_path / "ours"
+    strip(fixture.path, ours)
+    assert_loaded_bytes_unchanged(fixture.path, str(ours))
+
+
+@pytest.mark.parametrize("name", EXECUTABLES)
+def test_behaviour_unchanged(fixtures: dict[str, Fixture], name: str, tmp_path: Path) -> None:
+    fixture = fixtures[name]
+    if fixture.qemu:
+        require_tool(fixture.qemu)
+    ours = tmp_path / "ours"
+    strip(fixture.path, ours)
+    assert os.access(ours, os.X_OK), "the exec bit is kept"
+    for number, args in enumerate((fixture.run_args, fixture.fail_args)):
+        before = twin_run(fixtures, name, Path(fixture.path), tmp_path / f"original-{number}", args)
+        after = twin_run(fixtures, name, ours, tmp_path / f"stripped-{number}", args)
+        assert after == before
+        assert before[0] == (0 if number == 0 else fixture.fail_returncode)
+
+
+@pytest.mark.parametrize("name", fixture_names(kind="shared"))
+def test_stripped_library_serves_its_program(fixtures: dict[str, Fixture], name: str, tmp_path: Path) -> None:
+    library = fixtures[name]
+    stripped = tmp_path / "stripped.so"
+    strip(library.path, stripped)
+    returncode, stdout, _ = run_with_library(fixtures, name, stripped, tmp_path / "app")
+    assert returncode == 0
+    assert library.expected_stdout in stdout
+
+
+@pytest.mark.parametrize("name", fixture_names(kind="object"))
+def test_stripped_object_still_links(fixtures: dict[str, Fixture], name: str, tmp_path: Path) -> None:
+    fixture = fixtures[name]
+    stripped = tmp_path / "stripped.o"
+    result = strip(fixture.path, stripped)
+    assert result.relocatable
+    assert any("still links" in m for m in result.messages)
+    with open(stripped, "rb") as handle:
+        assert ELFFile(handle).get_section_by_name(".symtab") is not None
+    returncode, stdout, _ = run_linked_object(fixture, stripped, tmp_path)
+    assert returncode == 0
+    assert fixture.expected_stdout in stdout
+
+
+@pytest.mark.parametrize("name", ["hello-c-pie", "hello-go", "greet-obj"])
+def test_stripping_twice_changes_nothing(fixtures: dict[str, Fixture], name: str, tmp_path: Path) -> None:
+    once, twice = tmp_path / "once", tmp_path / "twice"
+    strip(fixtures[name].path, once)
+    second = strip(once, twice)
+    assert once.read_bytes() == twice.read_bytes()
+    assert second.saved == 0 and not second.changed and second.removed == ()
+
+
+@pytest.mark.parametrize("name", ["hello-cxx", "gofmt"])
+def test_output_is_deterministic(fixtures: dict[str, Fixture], name: str, tmp_path: Path) -> None:
+    strip(fixtures[name].path, tmp_path / "a")
+    strip(fixtures[name].path, tmp_path / "b")
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
+
+
+def test_overlay_is_kept_byte_for_byte(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    from testdata.build import overlay_payload
+
+    fixture = fixtures["hello-c-overlay"]
+    ours = tmp_path / "ours"
+    result = strip(fixture.path, ours)
+    payload = overlay_payload()
+    assert result.overlay == len(payload)
+    assert ours.read_bytes().endswith(payload)
+    assert any("overlay" in m for m in result.messages)
+    gnu = reference_strip(fixture, tmp_path / "gnu")
+    assert not gnu.read_bytes().endswith(payload), "GNU strip drops overlays; binslim exists to keep them"
+
+
+def test_report_accounts_for_every_byte(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    result = strip(fixtures["hello-cxx"].path, tmp_path / "ours")
+    by_kind = result.removed_by_kind()
+    assert sum(by_kind.values()) == result.saved
+    assert by_kind["debug"] > 0 and by_kind["symbols"] > 0
+    assert {n.name for n in result.kept_notes} >= {".note.gnu.build-id"}
+
+
+def test_loader_notes_and_debuglink_are_kept(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    fixture = fixtures["hello-c-pie"]
+    with_link = tmp_path / "with-link"
+    debug_file = tmp_path / "hello.debug"
+    debug_file.write_bytes(b"debug")
+    objcopy = require_tool("objcopy")
+    assert _run([objcopy, f"--add-gnu-debuglink={debug_file}", fixture.path, str(with_link)]).returncode == 0
+    ours = tmp_path / "ours"
+    strip(with_link, ours)
+    with open(ours, "rb") as handle:
+        names = {s.name for s in ELFFile(handle).iter_sections()}
+    assert {".gnu_debuglink", ".note.gnu.build-id", ".note.ABI-tag", ".note.gnu.property"} <= names
+    assert ".comment" not in names
+
+
+def test_strip_debug_keeps_symbols(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    fixture = fixtures["hello-cxx"]
+    ours = tmp_path / "ours"
+    result = strip(fixture.path, ours, level="debug")
+    assert set(result.removed_by_kind()) <= {"debug", "headers"}
+    gnu = tmp_path / "gnu"
+    assert _run([require_tool("strip"), "--strip-debug", "-o", str(gnu), fixture.path]).returncode == 0
+    assert ours.stat().st_size <= gnu.stat().st_size
+    nm = _run([require_tool("nm"), "-C", str(ours)])
+    assert nm.returncode == 0 and " main" in nm.stdout
+    assert_loaded_bytes_unchanged(fixture.path, str(ours))
+
+
+def test_keep_and_remove_section_globs(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    fixture = fixtures["hello-c-pie"]
+    ours = tmp_path / "ours"
+    strip(fixture.path, ours, keep_sections=[".comment", ".debug_*"], remove_sections=[".gnu_debuglink"])
+    with open(ours, "rb") as handle:
+        names = {s.name for s in ELFFile(handle).iter_sections()}
+    assert ".comment" in names and ".debug_info" in names and ".symtab" not in names
+
+
+def test_removing_a_loaded_section_is_refused(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    from binslim.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match=r"refusing to remove loaded section \.text"):
+        strip(fixtures["hello-c-pie"].path, tmp_path / "ours", remove_sections=[".text"])
+    assert not (tmp_path / "ours").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_mode_and_in_place(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    copy = tmp_path / "prog"
+    shutil.copy2(fixtures["hello-c-pie"].path, copy)
+    copy.chmod(0o751)
+    before = copy.stat().st_size
+    result = strip(copy)
+    assert result.output == str(copy)
+    assert copy.stat().st_size == result.stripped_size < before
+    assert copy.stat().st_mode & 0o777 == 0o751
+    assert [p.name for p in tmp_path.iterdir()] == ["prog"], "no temporary file is left behind"
+
+
+def test_preserve_dates(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    copy = tmp_path / "prog"
+    shutil.copy2(fixtures["hello-c-pie"].path, copy)
+    os.utime(copy, ns=(1_000_000_000_000_000_000, 1_100_000_000_000_000_000))
+    strip(copy, preserve_dates=True)
+    assert copy.stat().st_mtime_ns == 1_100_000_000_000_000_000
+    strip(fixtures["hello-c-pie"].path, tmp_path / "other")
+    assert (tmp_path / "other").stat().st_mtime_ns != 1_100_000_000_000_000_000
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="file capabilities and chown need root")
+def test_capability_xattr_and_owner_are_kept(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    copy = tmp_path / "prog"
+    shutil.copy2(fixtures["hello-c-pie"].path, copy)
+    os.chown(copy, 1234, 4321)
+    capability = bytes.fromhex("0100000200040000000000000000000000000000")  # cap_net_raw+p, v2 layout
+    try:
+        os.setxattr(copy, "security.capability", capability)
+    except OSError as exc:  # some container filesystems refuse security.* attributes
+        pytest.skip(f"this filesystem does not store security.capability: {exc}")
+    strip(copy)
+    assert os.getxattr(copy, "security.capability") == capability
+    assert (copy.stat().st_uid, copy.stat().st_gid) == (1234, 4321)
+
+
+def test_extended_section_numbering(tmp_path: Path) -> None:
+    """More than 65,280 sections: e_shnum == 0, SHN_XINDEX and a SYMTAB_SHNDX table."""
+    count = 66_000
+    source = tmp_path / "many.s"
+    with open(source, "w") as handle:
+        for i in range(count):
+            handle.write(f'.section .text.f{i},"ax",@progbits\n.globl f{i}\nf{i}: ret\n')
+        handle.write('.section .debug_str,"MS",@progbits,1\n.string "debug data"\n')
+        handle.write('.section .comment,"MS",@progbits,1\n.string "compiler"\n')
+    obj = tmp_path / "many.o"
+    assert _run([require_tool("as"), "-o", str(obj), str(source)]).returncode == 0
+    with ElfFile(str(obj)) as elf:
+        assert elf.header.e_shnum > 0xFF00
+        assert any(s.name == ".symtab_shndx" for s in elf.sections)
+    ours = tmp_path / "ours.o"
+    result = strip(obj, ours)
+    assert any(r.name == ".debug_str" for r in result.removed)
+    gnu = tmp_path / "gnu.o"
+    assert _run([require_tool("strip"), "--strip-debug", "-o", str(gnu), str(obj)]).returncode == 0
+    assert ours.stat().st_size <= gnu.stat().st_size
+    readelf = _run([require_tool("readelf"), "-S", "-s", "-W", str(ours)])
+    assert readelf.returncode == 0 and not readelf.stderr
+    assert "f65999" in readelf.stdout
+    with open(ours, "rb") as handle:
+        elf = ELFFile(handle)
+        names = {s.name for s in elf.iter_sections()}
+        assert ".debug_str" not in names and ".text.f65999" in names and ".symtab_shndx" in names
+    symbol_line = next(line for line in readelf.stdout.splitlines() if line.endswith(" f65999"))
+    section_line = next(line for line in readelf.stdout.splitlines() if " .text.f65999 " in line)
+    assert symbol_line.split()[6] == section_line.split("]")[0].strip(" [")
