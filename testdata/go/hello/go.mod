@@ -1,0 +1,3 @@
+module binslim.test/hello
+
+go 1.21
