@@ -128,6 +128,8 @@ def slim(
         with fileops.open_new(stripped_path) as fd:
             stripped = strip_to_fd(source, fd, output_name=target, level=level,
                                    keep_sections=keep_sections, remove_sections=remove_sections)
+        # UPX and the verifier run this file: give it the input's mode (mkstemp made it 0600).
+        os.chmod(stripped_path, os.stat(source).st_mode & 0o7777)
         final_path = stripped_path
         notes = list(stripped.messages)
         upx_result: Optional[UpxResult] = None
@@ -163,6 +165,8 @@ def slim(
         message = "stripped" + (" and packed" if packed_size is not None else "")
         if not stripped.changed:
             message = "nothing to strip" + (", packed" if packed_size is not None else "")
+        if upx_reason:
+            message += f"; not packed: {upx_reason}"
         return SlimResult(
             input=source, output=target, status="ok", message=message,
             original_size=stripped.original_size, stripped_size=stripped.stripped_size,
@@ -187,6 +191,21 @@ def _already_packed(source: str, target: str, temps: _Temps, preserve_dates: boo
         message="already packed by UPX (no section table to strip); left as it was",
         original_size=size, stripped_size=size, packed_size=None, final_size=size,
     )
+
+
+def _headerless_copy(stripped_path: str, target: str, temps: _Temps) -> Optional[str]:
+    """The stripped file without its section table, for UPX; None when it has an overlay to keep."""
+    from .elf.reader import ElfFile
+    from .elf.writer import write_without_section_headers
+
+    with ElfFile(stripped_path) as elf:
+        if elf.overlay_size or not elf.segments:
+            return None
+        path = temps.new(target)
+        with fileops.open_new(path) as fd:
+            write_without_section_headers(elf, fd)
+    os.chmod(path, os.stat(stripped_path).st_mode & 0o7777)
+    return path
 
 
 def _pack(
@@ -220,11 +239,18 @@ def _pack(
     methods = ["nrv", "lzma"] if method == "auto" else [method]
     candidates: list[tuple[UpxResult, Optional[VerifyResult]]] = []
     reasons = []
+    headerless = _headerless_copy(stripped_path, target, temps)
     for candidate in methods:
         packed_path = temps.new(target)
         os.unlink(packed_path)  # UPX refuses to write over an existing file
-        result = compress(stripped_path, packed_path, method=candidate, level=level, extra_args=extra_args,
-                          timeout=timeout, force=force, required=required, tool=tool, runner=runner)
+        result = None
+        if headerless is not None:
+            result = compress(headerless, packed_path, method=candidate, level=level, extra_args=extra_args,
+                              timeout=timeout, force=force, required=False, tool=tool, runner=runner)
+        if result is None or not result.packed:
+            # Some binaries UPX only accepts with their section table: pack the stripped file as it is.
+            result = compress(stripped_path, packed_path, method=candidate, level=level, extra_args=extra_args,
+                              timeout=timeout, force=force, required=required, tool=tool, runner=runner)
         if not result.packed:
             reasons.append(result.reason)
             continue
