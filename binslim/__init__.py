@@ -1,12 +1,11 @@
 """binslim: shrink Linux ELF binaries without breaking them.
 
 Public API: ``slim`` (the whole job), ``strip``, ``compress`` and ``verify`` (one stage each), their frozen
-result types, and the ``BinslimError`` hierarchy. Everything else is private.
+result types, and the ``BinslimError`` hierarchy. Everything else is private. LIEF is never imported here.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -22,9 +21,8 @@ from .errors import (
 from .slim import SlimResult, slim
 from .strip import RemovedSection, StripResult, strip
 
-if TYPE_CHECKING:
-    from .upx import UpxResult, compress
-    from .verify import VerifyResult, verify
+from .upx import UpxResult, compress
+from .verify import Timing, VerifyResult, verify
 
 __all__ = [
     "BinslimError",
@@ -33,6 +31,7 @@ __all__ = [
     "RemovedSection",
     "SlimResult",
     "StripResult",
+    "Timing",
     "ToolFailedError",
     "ToolNotFoundError",
     "UnsupportedError",
@@ -46,15 +45,3 @@ __all__ = [
     "verify",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    # The UPX and verify stages load on first use, keeping `import binslim` fast.
-    if name in ("compress", "UpxResult"):
-        from . import upx
-
-        return getattr(upx, name)
-    if name in ("verify", "VerifyResult"):
-        from . import verify as verify_module
-
-        return getattr(verify_module, name)
-    raise AttributeError(f"module 'binslim' has no attribute {name!r}")

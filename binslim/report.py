@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, fileops
 from .slim import SlimResult
+
+if TYPE_CHECKING:
+    from .tree import TreeSummary
 
 SCHEMA_VERSION = 1
 KIND_ORDER = ("symbols", "debug", "notes", "other", "headers")
@@ -38,12 +41,8 @@ def format_result(result: SlimResult) -> str:
     for label, size in rows:
         lines.append(f"  {label:<10}{human_size(size)}")
     lines.append(f"  {'saved':<10}{human_size(result.saved)}, {percent(result.saved, result.original_size)}")
-    by_kind: dict[str, int] = {}
-    for removed in result.removed:
-        by_kind[removed.kind] = by_kind.get(removed.kind, 0) + removed.size
-    if by_kind:
-        parts = [f"{kind} {by_kind[kind]:,} B" for kind in KIND_ORDER if kind in by_kind]
-        lines.append(f"  {'removed':<10}" + ", ".join(parts))
+    if result.removed:
+        lines.append(f"  {'removed':<10}" + _removed_by_kind(result))
     if result.kept_notes:
         kept = ", ".join(f"{name} {size} B" for name, size in result.kept_notes)
         lines.append(f"  {'kept':<10}{kept}")
@@ -94,12 +93,59 @@ def format_summary(results: Sequence[SlimResult]) -> str:
             f" {human_size(before)} -> {human_size(after)}")
 
 
-def to_json_document(results: Iterable[SlimResult]) -> dict[str, Any]:
-    return {"schema": SCHEMA_VERSION, "binslim": __version__, "results": [r.to_dict() for r in results]}
+def _removed_by_kind(result: SlimResult) -> str:
+    by_kind: dict[str, int] = {}
+    for removed in result.removed:
+        by_kind[removed.kind] = by_kind.get(removed.kind, 0) + removed.size
+    return ", ".join(f"{kind} {by_kind[kind]:,} B" for kind in KIND_ORDER if kind in by_kind)
 
 
-def dumps(results: Iterable[SlimResult]) -> str:
-    return json.dumps(to_json_document(results), indent=2, sort_keys=False)
+def format_tree_line(result: SlimResult) -> str:
+    """One line per file of a tree: ``path: 20,920 B -> 14,368 B (-31.3%): stripped; removed ...``."""
+    if result.status == "failed":
+        named = result.message.startswith(result.input)
+        return result.message if named else f"{result.input}: {result.message}"
+    sizes = f"{result.original_size:,} B"
+    if result.final_size != result.original_size:
+        sizes += f" -> {result.final_size:,} B (-{percent(result.saved, result.original_size)})"
+    line = f"{result.input}: {sizes}: {result.message}"
+    return line + (f"; removed {_removed_by_kind(result)}" if result.removed else "")
+
+
+def format_tree_summary(summary: TreeSummary) -> str:
+    def reasons(counts: Sequence[tuple[str, int]]) -> str:
+        return " (" + ", ".join(f"{count} {reason}" for reason, count in counts) + ")" if counts else ""
+
+    skipped = sum(count for _, count in summary.skipped)
+    lines = [
+        f"{summary.files:,} files seen: {summary.elf:,} ELF, {summary.not_elf:,} not ELF,"
+        f" {summary.symlinks:,} symlinks (not followed)"
+        + (f", {summary.special:,} special" if summary.special else ""),
+        f"ELF files: {summary.stripped:,} {'would be slimmed' if summary.dry_run else 'slimmed'},"
+        f" {skipped:,} skipped{reasons(summary.skipped)}, {summary.failed:,} failed",
+    ]
+    if summary.packed or summary.not_packed:
+        not_packed = sum(count for _, count in summary.not_packed)
+        packed = f"UPX: {summary.packed:,} packed, {not_packed:,} not packed"
+        lines.append(packed + reasons(summary.not_packed))
+    verb = "would save" if summary.dry_run else "saved"
+    lines.append(
+        f"ELF bytes: {human_size(summary.bytes_before)} -> {human_size(summary.bytes_after)}, {verb}"
+        f" {human_size(summary.saved)}, {percent(summary.saved, summary.bytes_before)}"
+        + ("; dry run, nothing written" if summary.dry_run else "")
+    )
+    return "\n".join(lines)
+
+
+def to_json_document(results: Iterable[SlimResult], summary: TreeSummary | None = None) -> dict[str, Any]:
+    document = {"schema": SCHEMA_VERSION, "binslim": __version__, "results": [r.to_dict() for r in results]}
+    if summary is not None:
+        document["summary"] = summary.to_dict()
+    return document
+
+
+def dumps(results: Iterable[SlimResult], summary: TreeSummary | None = None) -> str:
+    return json.dumps(to_json_document(results, summary), indent=2, sort_keys=False)
 
 
 def write_json_atomically(path: str, results: Iterable[SlimResult]) -> None:
@@ -113,3 +159,111 @@ def write_json_atomically(path: str, results: Iterable[SlimResult]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+_NUMBER = {"type": "number"}
+_INT = {"type": "integer", "minimum": 0}
+# JSON Schema (draft 2020-12) of the --json report; README.md documents the same shape.
+REPORT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["schema", "binslim", "results"],
+    "additionalProperties": False,
+    "properties": {
+        "schema": {"const": SCHEMA_VERSION},
+        "binslim": {"type": "string"},
+        "results": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["input", "output", "status", "message", "size", "removed", "overlay", "upx", "verify"],
+                "additionalProperties": False,
+                "properties": {
+                    "input": {"type": "string"},
+                    "output": {"type": "string"},
+                    "status": {"enum": ["ok", "skipped", "failed"]},
+                    "message": {"type": "string"},
+                    "size": {
+                        "type": "object",
+                        "required": ["original", "stripped", "packed", "final"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "original": _INT,
+                            "stripped": _INT,
+                            "packed": {"anyOf": [_INT, {"type": "null"}]},
+                            "final": _INT,
+                        },
+                    },
+                    "removed": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "kind", "size"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "name": {"type": "string"},
+                                "kind": {"enum": ["symbols", "debug", "notes", "other", "headers"]},
+                                "size": {"type": "integer"},
+                            },
+                        },
+                    },
+                    "overlay": _INT,
+                    "upx": {
+                        "anyOf": [
+                            {"type": "null"},
+                            {
+                                "type": "object",
+                                "required": ["version", "method", "level", "seconds"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "version": {"type": "string"},
+                                    "method": {"type": "string"},
+                                    "level": {"type": "string"},
+                                    "seconds": _NUMBER,
+                                },
+                            },
+                        ]
+                    },
+                    "verify": {
+                        "anyOf": [
+                            {"type": "null"},
+                            {
+                                "type": "object",
+                                "required": ["ran", "args", "same_behaviour", "reason", "startup_ms",
+                                             "peak_rss_kib"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "ran": {"type": "boolean"},
+                                    "args": {"type": "array", "items": {"type": "string"}},
+                                    "same_behaviour": {"type": ["boolean", "null"]},
+                                    "reason": {"type": "string"},
+                                    "startup_ms": {
+                                        "anyOf": [
+                                            {"type": "null"},
+                                            {
+                                                "type": "object",
+                                                "required": ["original", "final", "added"],
+                                                "properties": {"original": _NUMBER, "final": _NUMBER,
+                                                               "added": _NUMBER},
+                                            },
+                                        ]
+                                    },
+                                    "peak_rss_kib": {
+                                        "anyOf": [
+                                            {"type": "null"},
+                                            {
+                                                "type": "object",
+                                                "required": ["original", "final"],
+                                                "properties": {"original": _INT, "final": _INT},
+                                            },
+                                        ]
+                                    },
+                                },
+                            },
+                        ]
+                    },
+                },
+            },
+        },
+    },
+}

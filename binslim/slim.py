@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
@@ -14,6 +16,7 @@ from .runner import Runner, run
 from .strip import RemovedSection, StripResult, strip_to_fd
 
 if TYPE_CHECKING:
+    from .debuginfo import PendingDebugFile
     from .upx import UpxResult
     from .verify import VerifyResult
 
@@ -63,13 +66,23 @@ class SlimResult:
         }
 
 
+def failed_result(path: str, output: str | None, message: str) -> SlimResult:
+    """The report entry of a file that could not be slimmed; it was left as it was."""
+    size = os.path.getsize(path) if os.path.isfile(path) else 0
+    return SlimResult(input=path, output=output or path, status="failed", message=message,
+                      original_size=size, stripped_size=size, packed_size=None, final_size=size)
+
+
 @dataclass
 class _Temps:
     """Temporary files of one run; all removed at the end unless installed."""
 
     paths: list[str] = field(default_factory=list)
+    folder: str | None = None  # a private folder instead of the target's (dry runs write nothing there)
 
     def new(self, beside: str) -> str:
+        if self.folder is not None:
+            beside = os.path.join(self.folder, os.path.basename(beside))
         path = fileops.temp_path_beside(beside)
         self.paths.append(path)
         return path
@@ -78,6 +91,8 @@ class _Temps:
         for path in self.paths:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def slim(
@@ -87,6 +102,8 @@ def slim(
     level: str = "all",
     keep_sections: Sequence[str] = (),
     remove_sections: Sequence[str] = (),
+    keep_debug: str | os.PathLike[str] | None = None,
+    force: bool = False,
     upx: bool = False,
     upx_method: Optional[str] = None,
     upx_level: Optional[int] = None,
@@ -102,12 +119,19 @@ def slim(
     verify_runs: int = 9,
     verify_env: Optional[Mapping[str, str]] = None,
     preserve_dates: bool = False,
+    keep_hard_links: bool = True,
+    measure_startup: bool = True,
+    dry_run: bool = False,
     runner: Runner = run,
 ) -> SlimResult:
     """Strip ``input`` (and pack it when ``upx``), check the result, and install it at ``output``.
 
-    With ``output=None`` the input is rewritten in place. Raises a BinslimError subclass on any failure,
-    VerificationError (exit code 3) when the result behaves differently; the target is then left untouched.
+    With ``output=None`` the input is rewritten in place; an input that has nothing to strip (and is not to
+    be packed) is then left untouched, and one with several hard links keeps them when ``keep_hard_links``
+    (its inode is rewritten, see ``fileops.install``). ``measure_startup=False`` verifies behaviour without
+    timing startup. ``dry_run`` does all the work in a private temporary folder and installs nothing.
+    Raises a BinslimError subclass on any failure, VerificationError (exit code 3) when the result behaves
+    differently; the target is then left untouched.
     """
     source = os.fspath(input)
     target = os.fspath(output) if output is not None else source
@@ -116,20 +140,36 @@ def slim(
     if upx_method == "auto" and max_startup_ms is None:
         raise BinslimError("--upx-method auto needs --max-startup-ms")
     upx = upx or upx_method is not None
-    temps = _Temps()
+    in_place = os.path.abspath(target) == os.path.abspath(source)
+    temps = _Temps(folder=tempfile.mkdtemp(prefix="binslim-dry-run-") if dry_run else None)
     try:
         if upx or os.path.isfile(source):
             from .upx import is_upx_packed
 
             if os.path.isfile(source) and is_upx_packed(source):
-                return _already_packed(source, target, temps, preserve_dates)
+                return _already_packed(source, target, temps, preserve_dates, install=not dry_run)
 
+        companion: Optional[PendingDebugFile] = None
+        if keep_debug is not None:
+            from .debuginfo import prepare_debug_file
+
+            debug_target = os.fspath(keep_debug)
+            companion = prepare_debug_file(source, debug_target, level=level, output=target,
+                                           temp_path=temps.new(debug_target))
         stripped_path = temps.new(target)
         with fileops.open_new(stripped_path) as fd:
             stripped = strip_to_fd(source, fd, output_name=target, level=level,
-                                   keep_sections=keep_sections, remove_sections=remove_sections)
+                                   keep_sections=keep_sections, remove_sections=remove_sections,
+                                   debuglink=companion.link if companion is not None else None, force=force)
         # UPX and the verifier run this file: give it the input's mode (mkstemp made it 0600).
         os.chmod(stripped_path, os.stat(source).st_mode & 0o7777)
+        if in_place and not stripped.changed and not upx:
+            return SlimResult(
+                input=source, output=target, status="skipped", message="already stripped; left untouched",
+                original_size=stripped.original_size, stripped_size=stripped.original_size, packed_size=None,
+                final_size=stripped.original_size, overlay=stripped.overlay, notes=stripped.messages,
+                kept_notes=tuple((n.name, n.size) for n in stripped.kept_notes),
+            )
         final_path = stripped_path
         notes = list(stripped.messages)
         upx_result: Optional[UpxResult] = None
@@ -156,15 +196,32 @@ def slim(
             if verify_result is None or final_path == stripped_path:
                 verify_result = run_verify(
                     source, final_path, args=tuple(verify_args), verify_cmd=verify_cmd, timeout=verify_timeout,
-                    runs=verify_runs, env=verify_env, packed=final_path != stripped_path, runner=runner,
+                    runs=verify_runs, env=verify_env, packed=final_path != stripped_path,
+                    measure=measure_startup, runner=runner,
                 )
-            require_same(verify_result)
+            require_same(verify_result, source)
+        if level == "sections":
+            from .goinfo import build_info_note
+
+            go_note = build_info_note(source, stripped_path, runner=runner)
+            if go_note:
+                notes.append(go_note)
 
         final_size = os.path.getsize(final_path)
-        fileops.install(final_path, target, like=source, preserve_dates=preserve_dates)
+        if companion is not None:
+            written = companion.written
+            notes.append(f"debug information {'would go' if dry_run else 'written'} to {companion.target}"
+                         f" ({written.size} B, CRC32 {written.crc32:08x}), linked through .gnu_debuglink")
+            if not dry_run:
+                companion.install(like=source, preserve_dates=preserve_dates)
+        if not dry_run:
+            fileops.install(final_path, target, like=source, preserve_dates=preserve_dates,
+                            keep_hard_links=keep_hard_links and in_place)
         message = "stripped" + (" and packed" if packed_size is not None else "")
         if not stripped.changed:
             message = "nothing to strip" + (", packed" if packed_size is not None else "")
+        if dry_run:
+            message = f"dry run, nothing written: {message}"
         if upx_reason:
             message += f"; not packed: {upx_reason}"
         return SlimResult(
@@ -178,9 +235,11 @@ def slim(
         temps.cleanup()
 
 
-def _already_packed(source: str, target: str, temps: _Temps, preserve_dates: bool) -> SlimResult:
+def _already_packed(
+    source: str, target: str, temps: _Temps, preserve_dates: bool, *, install: bool
+) -> SlimResult:
     size = os.path.getsize(source)
-    if os.path.abspath(target) != os.path.abspath(source):
+    if install and os.path.abspath(target) != os.path.abspath(source):
         copy = temps.new(target)
         with open(source, "rb") as src, open(copy, "wb") as dst:
             while chunk := src.read(1 << 20):
