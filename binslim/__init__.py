@@ -1,7 +1,7 @@
 """binslim: shrink Linux ELF binaries without breaking them.
 
-Public API: ``slim`` (the whole job), ``strip``, ``compress`` and ``verify`` (one stage each), their frozen
-result types, and the ``BinslimError`` hierarchy. Everything else is private. LIEF is never imported here.
+Public API: ``slim`` (the whole job), ``slim_tree`` (it for every ELF file of a tree), ``strip``, ``compress``
+and ``verify`` (one stage each), their frozen result types, and the ``BinslimError`` hierarchy. Everything else is private. LIEF is never imported here.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .errors import (
 )
 from .slim import SlimResult, slim
 from .strip import RemovedSection, StripResult, strip
+from .tree import TreeResult, TreeSummary, slim_tree
 
 from .upx import UpxResult, compress
 from .verify import Timing, VerifyResult, verify
@@ -34,6 +35,8 @@ __all__ = [
     "Timing",
     "ToolFailedError",
     "ToolNotFoundError",
+    "TreeResult",
+    "TreeSummary",
     "UnsupportedError",
     "UpxResult",
     "VerificationError",
@@ -41,6 +44,7 @@ __all__ = [
     "__version__",
     "compress",
     "slim",
+    "slim_tree",
     "strip",
     "verify",
 ]

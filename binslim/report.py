@@ -117,11 +117,11 @@ def format_tree_summary(summary: TreeSummary) -> str:
         return " (" + ", ".join(f"{count} {reason}" for reason, count in counts) + ")" if counts else ""
 
     skipped = sum(count for _, count in summary.skipped)
+    symlinks = f"{summary.symlinks:,} symlink{'' if summary.symlinks == 1 else 's'} not followed"
     lines = [
-        f"{summary.files:,} files seen: {summary.elf:,} ELF, {summary.not_elf:,} not ELF,"
-        f" {summary.symlinks:,} symlinks (not followed)"
-        + (f", {summary.special:,} special" if summary.special else ""),
-        f"ELF files: {summary.stripped:,} {'would be slimmed' if summary.dry_run else 'slimmed'},"
+        f"{summary.files:,} files seen: {summary.elf:,} ELF, {summary.not_elf:,} not ELF, {symlinks}"
+        + (f", {summary.special:,} neither file nor link" if summary.special else ""),
+        f"{summary.stripped:,} {'would be slimmed' if summary.dry_run else 'slimmed'},"
         f" {skipped:,} skipped{reasons(summary.skipped)}, {summary.failed:,} failed",
     ]
     if summary.packed or summary.not_packed:
@@ -172,6 +172,25 @@ REPORT_SCHEMA: dict[str, Any] = {
     "properties": {
         "schema": {"const": SCHEMA_VERSION},
         "binslim": {"type": "string"},
+        "summary": {  # only with -r
+            "type": "object",
+            "required": ["files", "elf", "stripped", "skipped", "failed", "not_elf", "symlinks", "special",
+                         "bytes", "packed", "not_packed", "dry_run"],
+            "additionalProperties": False,
+            "properties": {
+                **{name: _INT for name in ("files", "elf", "stripped", "failed", "not_elf", "symlinks",
+                                           "special", "packed")},
+                "skipped": {"type": "object", "additionalProperties": _INT},
+                "not_packed": {"type": "object", "additionalProperties": _INT},
+                "bytes": {
+                    "type": "object",
+                    "required": ["before", "after", "saved"],
+                    "additionalProperties": False,
+                    "properties": {"before": _INT, "after": _INT, "saved": {"type": "integer"}},
+                },
+                "dry_run": {"type": "boolean"},
+            },
+        },
         "results": {
             "type": "array",
             "items": {

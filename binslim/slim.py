@@ -149,7 +149,7 @@ def slim(
             if os.path.isfile(source) and is_upx_packed(source):
                 return _already_packed(source, target, temps, preserve_dates, install=not dry_run)
 
-        companion: Optional[PendingDebugFile] = None
+        companion: PendingDebugFile | None = None
         if keep_debug is not None:
             from .debuginfo import prepare_debug_file
 
@@ -157,7 +157,7 @@ def slim(
             companion = prepare_debug_file(source, debug_target, level=level, output=target,
                                            temp_path=temps.new(debug_target))
         stripped_path = temps.new(target)
-        with fileops.open_new(stripped_path) as fd:
+        with fileops.open_new(stripped_path, name=target) as fd:
             stripped = strip_to_fd(source, fd, output_name=target, level=level,
                                    keep_sections=keep_sections, remove_sections=remove_sections,
                                    debuglink=companion.link if companion is not None else None, force=force)
@@ -261,7 +261,7 @@ def _headerless_copy(stripped_path: str, target: str, temps: _Temps) -> Optional
         if elf.overlay_size or not elf.segments:
             return None
         path = temps.new(target)
-        with fileops.open_new(path) as fd:
+        with fileops.open_new(path, name=target) as fd:
             write_without_section_headers(elf, fd)
     os.chmod(path, os.stat(stripped_path).st_mode & 0o7777)
     return path

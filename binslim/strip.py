@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from . import fileops
 from .elf import constants as c
@@ -16,8 +17,12 @@ from .elf.symbols import SymbolRewrite, group_members, pack_group, referenced_sy
 from .elf.writer import OutputSection, plan_size, write_layout
 from .errors import BinslimError, UnsupportedError, file_error
 
-Level = Literal["all", "debug"]
-LEVELS: tuple[str, ...] = ("all", "debug")
+if TYPE_CHECKING:
+    from .debuginfo import DebugFile, DebugLink
+
+Level = Literal["all", "debug", "sections"]
+# "sections" (--strip-section-headers) also drops the section header table; see sstrip.py.
+LEVELS: tuple[str, ...] = ("all", "debug", "sections")
 
 # A symbol string table larger than this is kept as it is rather than rebuilt in memory.
 STRTAB_REBUILD_LIMIT = 8 << 20
@@ -65,6 +70,7 @@ class StripResult:
     messages: tuple[str, ...] = ()
     relocatable: bool = False
     changed: bool = True
+    debug_file: DebugFile | None = None  # the companion written by keep_debug
 
     @property
     def saved(self) -> int:
@@ -86,6 +92,7 @@ class StripResult:
             "overlay": self.overlay,
             "kept_notes": [{"name": n.name, "size": n.size} for n in self.kept_notes],
             "messages": list(self.messages),
+            "debug_file": self.debug_file.to_dict() if self.debug_file is not None else None,
         }
 
 
@@ -141,8 +148,12 @@ def plan_strip(
     if relocatable and level != "debug":
         plan.messages.append("relocatable object: only debug sections removed, so it still links")
 
+    needed = _needed_by_loaded(elf)
+    explicit: set[int] = set()
     for section in sections:
         kind = classify(section, level, relocatable)
+        if section.index in needed:
+            kind = None
         if section.index and _matches(section.name, remove_sections):
             if section.is_alloc:
                 raise file_error(elf.path, f"refusing to remove loaded section {section.name}"
@@ -151,6 +162,7 @@ def plan_strip(
                 raise file_error(elf.path, f"refusing to remove {section.name}: it names the sections",
                                  UnsupportedError)
             kind = kind or OTHER
+            explicit.add(section.index)
         if kind and _matches(section.name, keep_sections):
             kind = None
         if kind:
@@ -163,7 +175,7 @@ def plan_strip(
             if strtab and not sections[strtab].is_alloc and not _matches(sections[strtab].name, keep_sections):
                 users = [s for s in sections if s.sh_link == strtab and s.index not in plan.removed
                          and s.index != strtab]
-                if not users and strtab != elf.header.e_shstrndx:
+                if not users and strtab not in needed:
                     plan.removed[strtab] = SYMBOLS
 
     # Iterate: relocations for removed sections, index tables of removed symtabs and emptied groups follow
@@ -172,13 +184,16 @@ def plan_strip(
     while changed:
         changed = False
         for section in sections:
-            if section.index in plan.removed or section.index == 0:
+            if section.index in plan.removed or section.index in needed:
                 continue
             kind = None
-            if section.sh_type in (c.SHT_REL, c.SHT_RELA) and not section.is_alloc:
+            if (section.sh_type in (c.SHT_REL, c.SHT_RELA) or section.sh_flags & c.SHF_INFO_LINK) \
+                    and not section.is_alloc:
                 target = section.sh_info
                 if 0 < target < len(sections) and target in plan.removed:
                     kind = plan.removed[target]
+            if section.sh_type in (c.SHT_REL, c.SHT_RELA, c.SHT_GROUP) and section.sh_link in plan.removed:
+                kind = plan.removed[section.sh_link]  # their symbol table is gone: they mean nothing
             elif section.sh_type == c.SHT_SYMTAB_SHNDX and section.sh_link in plan.removed:
                 kind = plan.removed[section.sh_link]
             elif section.sh_type == c.SHT_GROUP:
@@ -188,7 +203,52 @@ def plan_strip(
             if kind:
                 plan.removed[section.index] = kind
                 changed = True
+
+    # What a kept section links to stays (a string table named like debug info, say) unless asked to go.
+    # Loaded sections were seen to by _needed_by_loaded.
+    changed = True
+    while changed:
+        changed = False
+        for section in sections:
+            if section.index and not section.is_alloc and section.index not in plan.removed \
+                    and section.sh_link in plan.removed and section.sh_link not in explicit:
+                del plan.removed[section.sh_link]
+                changed = True
     return plan
+
+
+def _needed_by_loaded(elf: ElfFile) -> set[int]:
+    """Sections that stay whatever their name or type: the loaded ones, the section names, and what those
+    point at through sh_link (or sh_info, for relocations), transitively. A loaded section's header cannot
+    be rewritten to point elsewhere without its bytes changing meaning."""
+    count = len(elf.sections)
+    needed = {0, elf.header.e_shstrndx}
+    pending = [s.index for s in elf.sections if s.index and (s.is_alloc or s.index == elf.header.e_shstrndx)]
+    while pending:
+        section = elf.sections[pending.pop()]
+        targets = [section.sh_link]
+        if section.sh_type in (c.SHT_REL, c.SHT_RELA) or section.sh_flags & c.SHF_INFO_LINK:
+            targets.append(section.sh_info)
+        if section.is_alloc and section.sh_type in (c.SHT_REL, c.SHT_RELA) and 0 < section.sh_link < count \
+                and elf.header.e_type in (c.ET_EXEC, c.ET_DYN) \
+                and not elf.sections[section.sh_link].is_alloc and not _uses_symbols(elf, section):
+            targets.remove(section.sh_link)  # a static binary's .rela.plt names .symtab but uses no symbol
+        if section.sh_type == c.SHT_SYMTAB:
+            targets += [s.index for s in elf.sections if s.sh_type == c.SHT_SYMTAB_SHNDX
+                        and s.sh_link == section.index]
+        for target in targets:
+            if 0 < target < count and target not in needed:
+                needed.add(target)
+                pending.append(target)
+    needed.update(s.index for s in elf.sections if s.is_alloc)
+    return needed
+
+
+def _uses_symbols(elf: ElfFile, relocations: Section) -> bool:
+    try:
+        return bool(referenced_symbols(elf, elf.sections[relocations.sh_link], [relocations]) - {0})
+    except UnsupportedError:
+        return True  # a layout we cannot decode: assume it does
 
 
 def _output_sections(plan: StripPlan) -> list[OutputSection]:
@@ -237,12 +297,22 @@ def _output_sections(plan: StripPlan) -> list[OutputSection]:
         elif is_reloc and s.sh_link in symtabs and not s.is_alloc:
             owner = symtabs[s.sh_link]
             out.content, out.content_size = (lambda o=owner, r=s: o.relocation_chunks(r)), s.sh_size
+        elif is_reloc and s.sh_link in symtabs:
+            owner = symtabs[s.sh_link]
+            used = referenced_symbols(elf, owner.symtab, [s])
+            if any(owner.symbol_map[i] != i for i in used if i < len(owner.symbol_map)):
+                raise file_error(elf.path, f"section {s.index} ({s.name or '?'}) holds loaded relocations against"
+                                 " symbols that removing sections would renumber", UnsupportedError)
         elif s.sh_type == c.SHT_GROUP and not identity:
             flags, members = group_members(elf, s)
             data = pack_group(elf, flags, [section_map[m] for m in members if m in section_map])
             out.content, out.content_size = (lambda d=data: [d]), len(data)
             if s.sh_link in symtabs:
                 out.sh_info = symtabs[s.sh_link].new_symbol(s.sh_info, s.name)
+        if out.content is not None and s.is_alloc:
+            # Its bytes are loaded and stay where they are: a rewritten copy elsewhere would not be used.
+            raise file_error(elf.path, f"section {s.index} ({s.name or '?'}) is loaded but would need"
+                             " rewriting to remove sections", UnsupportedError)
         outputs.append(out)
     return outputs
 
@@ -285,16 +355,34 @@ def strip_to_fd(
     level: str = "all",
     keep_sections: Sequence[str] = (),
     remove_sections: Sequence[str] = (),
+    debuglink: DebugLink | None = None,
+    force: bool = False,
 ) -> StripResult:
-    """Strip ``input_path`` into the open, empty file ``dst_fd``. The input is never modified."""
+    """Strip ``input_path`` into the open, empty file ``dst_fd``. The input is never modified.
+
+    ``debuglink`` adds (or updates) a .gnu_debuglink section naming a companion file. ``force`` lets the
+    "sections" level drop a shared library's section headers.
+    """
     with ElfFile(input_path) as elf:
+        if level == "sections":
+            from .sstrip import strip_section_headers
+
+            if keep_sections or debuglink is not None:
+                raise file_error(input_path, "--strip-section-headers keeps no sections, so neither"
+                                 " --keep-section nor --keep-debug (.gnu_debuglink) can be combined with it",
+                                 UnsupportedError)
+            return strip_section_headers(elf, dst_fd, output_name=output_name, force=force)
         plan = plan_strip(elf, level, keep_sections, remove_sections)
         messages = list(plan.messages)
         if elf.overlay_size:
             messages.append(f"overlay of {elf.overlay_size} bytes after the ELF image kept byte for byte")
-        outputs = _output_sections(plan) if plan.removed else []
-        new_size = plan_size(elf, outputs) if plan.removed else elf.size
-        if not plan.removed or new_size >= elf.size:
+        outputs = _output_sections(plan) if plan.removed or debuglink is not None else []
+        if debuglink is not None:
+            from .debuginfo import with_debuglink
+
+            outputs = with_debuglink(elf, outputs, debuglink)
+        new_size = plan_size(elf, outputs) if outputs else elf.size
+        if debuglink is None and (not plan.removed or new_size >= elf.size):
             # Nothing to gain: the output is the input, byte for byte (stripping twice changes nothing).
             copy_range(elf.fd, dst_fd, 0, 0, elf.size)
             if plan.removed:
@@ -317,11 +405,45 @@ def strip(
     keep_sections: Sequence[str] = (),
     remove_sections: Sequence[str] = (),
     preserve_dates: bool = False,
+    keep_debug: str | os.PathLike[str] | None = None,
+    force: bool = False,
 ) -> StripResult:
-    """Strip ``input`` into ``output`` (in place when None), atomically: on error the target is untouched."""
+    """Strip ``input`` into ``output`` (in place when None), atomically: on error the target is untouched.
+
+    ``keep_debug``: first write the debug information to this companion file, then link the output to it
+    (see debuginfo.py). The companion is installed only when the output is.
+    """
     source = os.fspath(input)
     target = os.fspath(output) if output is not None else source
-    with fileops.atomic_target(target, like=source, preserve_dates=preserve_dates) as tmp:
-        with fileops.open_new(tmp) as fd:
-            return strip_to_fd(source, fd, output_name=target, level=level, keep_sections=keep_sections,
-                               remove_sections=remove_sections)
+    companion = None
+    if keep_debug is not None:
+        from .debuginfo import prepare_debug_file
+
+        companion = prepare_debug_file(source, os.fspath(keep_debug), level=level, output=target)
+    try:
+        with fileops.atomic_target(target, like=source, preserve_dates=preserve_dates) as tmp:
+            with fileops.open_new(tmp, name=target) as fd:
+                result = strip_to_fd(source, fd, output_name=target, level=level, keep_sections=keep_sections,
+                                     remove_sections=remove_sections,
+                                     debuglink=companion.link if companion is not None else None, force=force)
+            if companion is not None:
+                result = dataclasses.replace(result, debug_file=companion.install(like=source))
+            return result
+    finally:
+        if companion is not None:
+            companion.discard()
+
+
+def planned_size(elf: ElfFile, level: str, *, force: bool = False) -> int:
+    """The size strip_to_fd would give ``elf`` at ``level``, without writing anything. Raises what
+    strip_to_fd would raise for a level it refuses."""
+    if level == "sections":
+        from .elf.writer import headerless_size
+        from .sstrip import check_headerless
+
+        check_headerless(elf, force=force)
+        return min(elf.size, headerless_size(elf))
+    plan = plan_strip(elf, level)
+    if not plan.removed:
+        return elf.size
+    return min(elf.size, plan_size(elf, _output_sections(plan)))

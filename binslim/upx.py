@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .envvars import switch
 from .errors import (
     BinslimError,
     MalformedELFError,
@@ -301,9 +302,12 @@ def find_upx(
     runner: Runner = run,
     timeout: float = VERSION_TIMEOUT,
 ) -> UpxTool:
-    """Locate UPX (``$BINSLIM_UPX``, then ``upx``, then ``upx-ucl`` on ``PATH``) and read its version."""
+    """Locate UPX (``$BINSLIM_UPX``, then ``upx``, then ``upx-ucl`` on ``PATH``) and read its version.
+
+    A boolean word in ``BINSLIM_UPX`` is the ``--upx`` switch (see ``envvars``), not a program name.
+    """
     override = env.get("BINSLIM_UPX", "")
-    if override:
+    if override and switch(override) is None:
         path = _which(override, env)
         if path is None:
             raise ToolNotFoundError(f"BINSLIM_UPX={override} is not an executable file: {NOT_FOUND_MESSAGE}")

@@ -58,7 +58,8 @@ class Section(NamedTuple):
 
     @property
     def has_file_bytes(self) -> bool:
-        return self.sh_type not in (c.SHT_NOBITS, c.SHT_NULL) and self.sh_size > 0
+        # Section 0's size field may hold the section count (extended numbering), never bytes.
+        return self.index != 0 and self.sh_type not in (c.SHT_NOBITS, c.SHT_NULL) and self.sh_size > 0
 
     @property
     def file_end(self) -> int:
@@ -268,7 +269,7 @@ class ElfFile:
             if e_shstrndx == c.SHN_XINDEX:
                 e_shstrndx = section0[6]
             if e_phnum == c.PN_XNUM:
-                e_phnum = section0[7]
+                e_phnum = section0[7] or c.PN_XNUM  # as readelf reads it: 0 there is no count
             table_end = e_shoff + e_shnum * layout.shdr.size
             if table_end > self.size:
                 raise self._malformed(
@@ -343,6 +344,10 @@ class ElfFile:
             if sh_link >= count:
                 raise self._malformed(f"section {index} ({name or '?'}) links to section {sh_link},"
                                       f" which does not exist")
+            if sh_type in (c.SHT_SYMTAB, c.SHT_DYNSYM) and sh_link \
+                    and sections_raw[sh_link][1] != c.SHT_STRTAB:
+                raise self._malformed(f"symbol table {index} ({name or '?'}) takes its names from section"
+                                      f" {sh_link}, which is not a string table")
             sections.append(section)
         return sections
 
@@ -350,6 +355,10 @@ class ElfFile:
         if names_source is None:
             return lambda offset, index: ""
         strtab_offset, strtab_size = names_source[4], names_source[5]
+        if names_source[1] != c.SHT_STRTAB or names_source[2] & c.SHF_ALLOC:
+            # The writer rebuilds the names in place of this section, which a loaded one cannot allow.
+            raise self._malformed(f"section name table (section {self.header.e_shstrndx}) is not an unloaded"
+                                  " string table")
         if names_source[1] == c.SHT_NOBITS or strtab_offset + strtab_size > self.size:
             raise self._malformed("section name table extends past the end of the file")
         whole = self.read(strtab_offset, strtab_size) if strtab_size <= _SHSTRTAB_READ_WHOLE_LIMIT else None

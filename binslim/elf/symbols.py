@@ -11,7 +11,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from ..errors import UnsupportedError, file_error
+from ..errors import MalformedELFError, UnsupportedError, file_error
 from . import constants as c
 from .reader import NAME_ENCODING, ElfFile, Section
 from .writer import build_string_table
@@ -70,12 +70,17 @@ class SymbolRewrite:
     def _rebuild_strtab(self, strtab: Section) -> None:
         old = self.elf.read_section(strtab)
         names: dict[int, str] = {}
+        # Names may overlap (suffix sharing); a hostile table makes their total quadratic in its size.
+        budget = 4 * len(old) + 4096
         for index, (sym, _) in enumerate(self._iter_symbols()):
-            if self.symbol_map[index] >= 0 and sym[0]:
+            if self.symbol_map[index] >= 0 and sym[0] and sym[0] not in names:
                 if sym[0] >= len(old):
                     raise file_error(self.elf.path, f"symbol #{index} name is past the end of {strtab.name}")
                 end = old.find(b"\0", sym[0])
                 names[sym[0]] = old[sym[0]:end if end >= 0 else len(old)].decode(NAME_ENCODING)
+                budget -= len(names[sym[0]])
+                if budget < 0:
+                    return  # keep the table as it is
         table, offsets = build_string_table(names.values())
         if len(table) < len(old):
             self.strtab_bytes = table
@@ -125,6 +130,9 @@ class SymbolRewrite:
         return words()
 
     def _keep(self, index: int, sym: tuple[int, ...], shndx: int) -> bool:
+        if (0 < shndx < c.SHN_LORESERVE or sym[5] == c.SHN_XINDEX) and shndx >= len(self.elf.sections):
+            raise file_error(self.elf.path, f"{self.symtab.name}: symbol #{index} is in section {shndx},"
+                             " which does not exist", MalformedELFError)
         if index == 0:
             return True
         symbol_type = sym[3] & 0xF
@@ -157,7 +165,7 @@ class SymbolRewrite:
                 continue
             name, value, size, info, other, raw_shndx = sym
             if raw_shndx == c.SHN_XINDEX or 0 < raw_shndx < c.SHN_LORESERVE:
-                new = self.section_map[shndx]
+                new = self.section_map.get(shndx, 0)  # only the null symbol may name a removed section
                 raw_shndx = new if new < c.SHN_LORESERVE and raw_shndx != c.SHN_XINDEX else c.SHN_XINDEX
             if self.name_map is not None and name:
                 name = self.name_map[name]
@@ -174,7 +182,7 @@ class SymbolRewrite:
         for index, (sym, shndx) in enumerate(self._iter_symbols()):
             if self.symbol_map[index] < 0:
                 continue
-            out += word.pack(self.section_map[shndx] if sym[5] == c.SHN_XINDEX else 0)
+            out += word.pack(self.section_map.get(shndx, 0) if sym[5] == c.SHN_XINDEX else 0)
             if len(out) >= 1 << 20:
                 yield bytes(out)
                 out.clear()

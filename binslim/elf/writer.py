@@ -12,9 +12,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from ..errors import UnsupportedError, file_error
 from . import constants as c
 from .copy import copy_range, write_all
-from .reader import NAME_ENCODING, ElfFile, Section
+from .reader import NAME_ENCODING, ElfFile, Section, Segment
+
+_ZERO_SCAN_CHUNK = 1 << 20
 
 
 @dataclass
@@ -133,7 +136,11 @@ def write_layout(elf: ElfFile, sections: Sequence[OutputSection], dst_fd: int) -
             # Extended numbering: counts that do not fit the ELF header live in section 0.
             size = count if count >= c.SHN_LORESERVE else 0
             link = shstrndx_new if shstrndx_new >= c.SHN_LORESERVE else 0
-            entry = original._replace(sh_size=size, sh_link=link)
+            # Everything else is zero (gABI), but sh_info: it holds the segment count when e_phnum is PN_XNUM.
+            phnum_at = 56 if layout.is64 else 44
+            raw_phnum = struct.unpack(layout.order + "H", elf.read(phnum_at, 2))[0]
+            info = original.sh_info if raw_phnum == c.PN_XNUM else 0
+            entry = Section(0, "", 0, c.SHT_NULL, 0, 0, 0, size, link, info, 0, 0)
         elif original.index == shstrndx_old:
             entry = original._replace(sh_name=name_offsets[original.name], sh_offset=names_offset,
                                       sh_size=len(names), sh_link=0)
@@ -150,18 +157,91 @@ def write_layout(elf: ElfFile, sections: Sequence[OutputSection], dst_fd: int) -
         position += elf.overlay_size
     assert position == total, (position, total)
 
+    _patch_zero_tail(elf, dst_fd)
+    _patch_section_table_fields(elf, dst_fd, table_offset, count if count < c.SHN_LORESERVE else 0,
+                                shstrndx_new if shstrndx_new < c.SHN_LORESERVE else c.SHN_XINDEX)
+    return WrittenLayout(size=total, overlay=elf.overlay_size, section_count=count)
+
+
+def added_section(
+    elf: ElfFile, name: str, data: bytes, *, sh_type: int = c.SHT_PROGBITS, align: int = 1, number: int = 0
+) -> OutputSection:
+    """A new, unloaded section holding ``data``, written after every section taken from the input.
+
+    Its ``original`` is a synthetic Section numbered past the input's sections (``number`` tells several
+    added sections apart) and placed at the input's end, so offsets and renumbering treat it as the last.
+    """
+    synthetic = Section(len(elf.sections) + number, name, 0, sh_type, 0, 0, elf.size, len(data), 0, 0,
+                        align, 0)
+    return OutputSection(synthetic, 0, 0, content=lambda: [data], content_size=len(data))
+
+
+def headerless_end(elf: ElfFile) -> tuple[int, Segment | None]:
+    """Where write_headerless ends the image, and the segment whose p_filesz then shrinks.
+
+    After the headers and every segment's file bytes, less the zero bytes that end the last PT_LOAD (as
+    ``sstrip -z`` does): the loader zero-fills a PT_LOAD's memory from p_filesz to p_memsz. Unlike sstrip,
+    no other segment loses bytes, so only that one p_filesz changes.
+    """
+    end = elf.segments_end
+    last = [p for p in elf.segments if p.p_filesz and p.file_end == end]
+    if len(last) != 1 or last[0].p_type != c.PT_LOAD or last[0].p_memsz < last[0].p_filesz:
+        return end, None
+    segment = last[0]
+    floor = max([elf.header_end, segment.p_offset] +
+                [p.file_end for p in elf.segments if p.p_filesz and p is not segment])
+    new_end = end
+    while new_end > floor:
+        start = max(floor, new_end - _ZERO_SCAN_CHUNK)
+        chunk = elf.read(start, new_end - start)
+        kept = len(chunk.rstrip(b"\0"))
+        new_end = start + kept
+        if kept:
+            break
+    return new_end, (segment if new_end < end else None)
+
+
+def headerless_size(elf: ElfFile) -> int:
+    """The output size write_headerless would produce."""
+    return headerless_end(elf)[0] + elf.overlay_size
+
+
+def write_headerless(elf: ElfFile, dst_fd: int) -> WrittenLayout:
+    """Write only what the program headers cover (sstrip): no section header table, nothing that no segment
+    maps, the file ending with the last segment's last non-zero byte. An overlay is kept after it, byte for
+    byte."""
+    end, trimmed = headerless_end(elf)
+    os.ftruncate(dst_fd, 0)
+    copy_range(elf.fd, dst_fd, 0, 0, end)
+    position = end
+    if elf.overlay_size:
+        copy_range(elf.fd, dst_fd, elf.image_end, position, elf.overlay_size)
+        position += elf.overlay_size
+    if trimmed is not None:
+        _patch_filesz(elf, dst_fd, trimmed.index, end - trimmed.p_offset)
+    _patch_section_table_fields(elf, dst_fd, 0, 0, 0)
+    return WrittenLayout(size=position, overlay=elf.overlay_size, section_count=0)
+
+
+def _patch_zero_tail(elf: ElfFile, fd: int) -> None:
     tail = elf.zero_tail
     if tail is not None:
         segment, new_end = tail
-        _patch_filesz(elf, dst_fd, segment.index, new_end - segment.p_offset)
+        _patch_filesz(elf, fd, segment.index, new_end - segment.p_offset)
 
+
+def _patch_section_table_fields(elf: ElfFile, fd: int, shoff: int, shnum: int, shstrndx: int) -> None:
+    layout = elf.layout
     shoff_at, shoff_fmt = layout.e_shoff_at
-    write_all(dst_fd, struct.pack(layout.order + shoff_fmt, table_offset), shoff_at)
-    write_all(dst_fd, struct.pack(layout.order + "H", count if count < c.SHN_LORESERVE else 0),
-              layout.e_shnum_at)
-    write_all(dst_fd, struct.pack(layout.order + "H", shstrndx_new if shstrndx_new < c.SHN_LORESERVE
-                                  else c.SHN_XINDEX), layout.e_shstrndx_at)
-    return WrittenLayout(size=total, overlay=elf.overlay_size, section_count=count)
+    phdrs_start = elf.header.e_phoff
+    phdrs_end = phdrs_start + elf.header.e_phnum * layout.phdr.size
+    if elf.header.e_phnum and phdrs_start < layout.e_shstrndx_at + 2 and shoff_at < phdrs_end:
+        # Patching these fields would rewrite program headers that share their bytes.
+        raise file_error(elf.path, "the program headers overlap the ELF header's section table fields",
+                         UnsupportedError)
+    write_all(fd, struct.pack(layout.order + shoff_fmt, shoff), shoff_at)
+    write_all(fd, struct.pack(layout.order + "H", shnum), layout.e_shnum_at)
+    write_all(fd, struct.pack(layout.order + "H", shstrndx), layout.e_shstrndx_at)
 
 
 def _patch_filesz(elf: ElfFile, fd: int, segment_index: int, filesz: int) -> None:

@@ -1,0 +1,430 @@
+"""Trees: slim every ELF file under some folders in place, several at a time, and sum up what happened.
+
+``slim_tree(roots)`` walks each root without following symlinks below it, tells ELF files from the rest
+by their first four bytes, and hands each ELF file to ``slim`` (in place). Nothing else is opened for
+writing. A file with several hard links is processed once, under its first name in sorted order. When the
+walk found all of its names, each of them is then renamed onto the new file (atomic, like every other
+install); when some name lies outside the tree, the new bytes are written into the shared inode instead
+(see ``fileops.install``), so every name sees them.
+
+Work runs in a pool of forked processes, in batches of neighbouring files; results come back in sorted
+path order whatever order the workers finish in.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import fileops
+from .errors import BinslimError, UnsupportedError
+from .slim import SlimResult, failed_result, slim
+
+ELF_MAGIC = b"\x7fELF"
+BATCH_BYTES = 16 << 20  # a batch holds at most this much input, or a single larger file
+BATCHES_PER_WORKER = 4  # enough to keep workers busy to the end without paying per-file IPC
+
+_ELF, _OTHER, _SYMLINK, _SPECIAL, _UNREADABLE = "elf", "other", "symlink", "special", "unreadable"
+_NOT_ELF_MESSAGES = {
+    _OTHER: "not an ELF file; left untouched",
+    _SYMLINK: "symbolic link; not followed",
+    _SPECIAL: "not a regular file; left untouched",
+}
+_HARD_LINK_REASON = "hard link, processed under another name"
+
+
+@dataclass(frozen=True)
+class TreeSummary:
+    """What happened to a tree. Byte totals count each ELF file once, however many names it has."""
+
+    files: int  # every non-directory entry found
+    elf: int
+    stripped: int  # status "ok": stripped and/or packed
+    skipped: tuple[tuple[str, int], ...]  # ELF files left as they were: (reason, count), sorted
+    failed: int
+    not_elf: int
+    symlinks: int
+    special: int
+    bytes_before: int
+    bytes_after: int
+    packed: int
+    not_packed: tuple[tuple[str, int], ...]  # with UPX: (reason, count) of ELF files it did not pack
+    dry_run: bool
+
+    @property
+    def saved(self) -> int:
+        return self.bytes_before - self.bytes_after
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "elf": self.elf,
+            "stripped": self.stripped,
+            "skipped": dict(self.skipped),
+            "failed": self.failed,
+            "not_elf": self.not_elf,
+            "symlinks": self.symlinks,
+            "special": self.special,
+            "bytes": {"before": self.bytes_before, "after": self.bytes_after, "saved": self.saved},
+            "packed": self.packed,
+            "not_packed": dict(self.not_packed),
+            "dry_run": self.dry_run,
+        }
+
+
+@dataclass(frozen=True)
+class TreeResult:
+    results: tuple[SlimResult, ...]  # one per file found, ELF or not, sorted by path
+    summary: TreeSummary
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One thing the walk found."""
+
+    path: str
+    kind: str
+    size: int = 0
+    inode: tuple[int, int] = (0, 0)
+    nlink: int = 1
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class _Job:
+    path: str
+    size: int
+    links: tuple[str, ...] = ()  # other names of the same file that the walk found
+    relink: bool = False  # the walk found every name: rename them all onto the new file
+
+
+def default_jobs() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def slim_tree(
+    roots: Iterable[str | os.PathLike[str]],
+    *,
+    jobs: int | None = None,
+    dry_run: bool = False,
+    on_result: Callable[[SlimResult], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    **options: Any,
+) -> TreeResult:
+    """Slim every ELF file under ``roots`` in place; ``options`` are ``slim``'s.
+
+    A root may also be a file; a root that is a symlink is followed (as ``find -H`` does), symlinks below
+    it are not. Per-file problems never raise: they are results with status "failed". The result lists
+    every file found; ``on_result`` gets those of ELF files and failures, in sorted path order, as soon as
+    all before them are known. ``on_progress(done, total)`` counts ELF files as they finish. ``jobs``
+    defaults to the CPUs available. With ``upx``, only executables are packed; shared libraries and
+    objects are stripped only.
+    """
+    for refused in ("output", "upx_force", "upx_required", "keep_hard_links"):
+        if options.get(refused):
+            raise UnsupportedError(f"{refused} cannot be used on a tree")
+    options.pop("output", None)
+    options.setdefault("measure_startup", False)  # behaviour is checked; startup timing is not worth it here
+    workers = max(1, jobs if jobs is not None else default_jobs())
+
+    entries = _walk([os.path.normpath(os.fspath(root)) for root in roots])
+    work, linked = _plan(entries)
+    ready: dict[str, SlimResult] = {e.path: _not_processed(e) for e in entries if e.kind != _ELF}
+    order = [e.path for e in entries]
+    reported = {e.path for e in entries if e.kind in (_ELF, _UNREADABLE)}
+    emitted = 0
+    done = 0
+
+    def receive(batch_results: list[SlimResult]) -> None:
+        nonlocal emitted, done
+        for result in batch_results:
+            ready[result.input] = result
+            if result.input not in linked:
+                done += 1
+        if on_progress is not None:
+            on_progress(done, len(work))
+        while emitted < len(order) and order[emitted] in ready:
+            if on_result is not None and order[emitted] in reported:
+                on_result(ready[order[emitted]])
+            emitted += 1
+
+    batches = _batches(work, workers)
+    receive([])
+    _execute(batches, min(workers, len(batches)), {**options, "dry_run": dry_run}, receive)
+    results = tuple(ready[path] for path in order)
+    return TreeResult(results, _summarize(entries, results, linked, dry_run))
+
+
+# --- the walk ---------------------------------------------------------------------------------------------
+
+
+def _walk(roots: Sequence[str]) -> list[_Entry]:
+    """Everything below ``roots`` that is not a directory, sorted by path; each directory once."""
+    found: dict[str, _Entry] = {}
+    seen_dirs: set[tuple[int, int]] = set()
+    for root in roots:
+        try:
+            root_stat = os.stat(root)
+        except OSError as exc:
+            found[root] = _Entry(root, _UNREADABLE, problem=f"{root}: {exc.strerror or exc}")
+            continue
+        if stat.S_ISDIR(root_stat.st_mode):
+            if (root_stat.st_dev, root_stat.st_ino) not in seen_dirs:
+                seen_dirs.add((root_stat.st_dev, root_stat.st_ino))
+                _walk_folder(root, found, seen_dirs)
+        elif stat.S_ISREG(root_stat.st_mode):
+            # Rewrite the file a symlink root points to, so the link stays a link.
+            path = os.path.realpath(root) if os.path.islink(root) else root
+            found.setdefault(path, _classify(path))
+        else:
+            found[root] = _Entry(root, _SPECIAL)
+    return sorted(found.values(), key=lambda entry: entry.path)
+
+
+def _walk_folder(top: str, found: dict[str, _Entry], seen_dirs: set[tuple[int, int]]) -> None:
+    pending = [top]
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                children = list(listing)
+        except OSError as exc:
+            problem = f"{folder}: cannot list: {exc.strerror or exc}"
+            found[folder] = _Entry(folder, _UNREADABLE, problem=problem)
+            continue
+        for child in children:
+            path = child.path
+            try:
+                if child.is_symlink():
+                    found[path] = _Entry(path, _SYMLINK, size=child.stat(follow_symlinks=False).st_size)
+                elif child.is_dir(follow_symlinks=False):
+                    key = (child.stat(follow_symlinks=False).st_dev, child.inode())
+                    if key not in seen_dirs:  # a bind mount or an overlapping root
+                        seen_dirs.add(key)
+                        pending.append(path)
+                elif child.is_file(follow_symlinks=False):
+                    found.setdefault(path, _classify(path))
+                else:
+                    found[path] = _Entry(path, _SPECIAL)
+            except OSError as exc:
+                found[path] = _Entry(path, _UNREADABLE, problem=f"{path}: {exc.strerror or exc}")
+
+
+def _classify(path: str) -> _Entry:
+    """Open without following a symlink or blocking on a FIFO swapped in since the listing; read 4 bytes."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+        try:
+            info = os.fstat(fd)
+            magic = os.read(fd, 4) if stat.S_ISREG(info.st_mode) else b""
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return _Entry(path, _UNREADABLE, problem=f"{path}: cannot read: {exc.strerror or exc}")
+    if not stat.S_ISREG(info.st_mode):
+        return _Entry(path, _SPECIAL)
+    kind = _ELF if magic == ELF_MAGIC else _OTHER
+    return _Entry(path, kind, info.st_size, (info.st_dev, info.st_ino), info.st_nlink)
+
+
+def _not_processed(entry: _Entry) -> SlimResult:
+    if entry.kind == _UNREADABLE:
+        return failed_result(entry.path, None, entry.problem)
+    return SlimResult(
+        input=entry.path,
+        output=entry.path,
+        status="skipped",
+        message=_NOT_ELF_MESSAGES[entry.kind],
+        original_size=entry.size,
+        stripped_size=entry.size,
+        packed_size=None,
+        final_size=entry.size,
+    )
+
+
+def _plan(entries: Sequence[_Entry]) -> tuple[list[_Job], set[str]]:
+    """One job per ELF file (inode), under its first name; and the other names, handled with it."""
+    names: dict[tuple[int, int], list[_Entry]] = {}
+    for entry in entries:
+        if entry.kind == _ELF:
+            names.setdefault(entry.inode, []).append(entry)
+    work = []
+    linked: set[str] = set()
+    for group in names.values():
+        first, others = group[0], tuple(e.path for e in group[1:])
+        linked.update(others)
+        work.append(_Job(first.path, first.size, others, relink=bool(others) and len(group) == first.nlink))
+    work.sort(key=lambda job: job.path)
+    return work, linked
+
+
+def _batches(work: Sequence[_Job], workers: int) -> list[list[_Job]]:
+    if not work:
+        return []
+    per_batch = max(1, math.ceil(len(work) / (workers * BATCHES_PER_WORKER)))
+    batches: list[list[_Job]] = [[]]
+    size = 0
+    for job in work:
+        if batches[-1] and (len(batches[-1]) >= per_batch or size + job.size > BATCH_BYTES):
+            batches.append([])
+            size = 0
+        batches[-1].append(job)
+        size += job.size
+    return batches
+
+
+# --- running ----------------------------------------------------------------------------------------------
+
+_worker_options: dict[str, Any] = {}
+_worker_stop: Any = None  # a multiprocessing Event: stop taking new files
+
+
+def _execute(
+    batches: Sequence[list[_Job]],
+    workers: int,
+    options: Mapping[str, Any],
+    receive: Callable[[list[SlimResult]], None],
+) -> None:
+    if workers <= 1:
+        for batch in batches:
+            receive([result for job in batch for result in _run_job(job, options)])
+        return
+
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")  # workers start with everything imported
+    stop = context.Event()
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_start_worker, initargs=(dict(options), stop)
+    )
+    try:
+        futures = {pool.submit(_run_batch, batch): batch for batch in batches}
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                results = future.result()
+            except Exception as exc:  # the worker died (killed, out of memory): its files were not done
+                problem = f"worker process failed: {type(exc).__name__}: {exc}"
+                results = [
+                    failed_result(path, None, f"{path}: {problem}")
+                    for job in futures[future]
+                    for path in (job.path, *job.links)
+                ]
+            receive(results)
+    except BaseException:
+        stop.set()  # workers finish the file in hand, so nothing is left half-written
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _start_worker(options: dict[str, Any], stop: Any) -> None:
+    import signal
+
+    global _worker_options, _worker_stop
+    # Ctrl-C goes to the whole process group: the parent decides, workers only stop between files.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_options, _worker_stop = options, stop
+
+
+def _run_batch(batch: Sequence[_Job]) -> list[SlimResult]:
+    results: list[SlimResult] = []
+    for job in batch:
+        if _worker_stop is not None and _worker_stop.is_set():
+            break
+        results.extend(_run_job(job, _worker_options))
+    return results
+
+
+def _run_job(job: _Job, options: Mapping[str, Any]) -> list[SlimResult]:
+    result = _attempt(job.path, keep_hard_links=not job.relink, **options)
+    results = [result]
+    installed = result.status == "ok" and not options.get("dry_run")
+    for name in job.links:
+        if installed and job.relink:
+            try:
+                fileops.replace_with_link(job.path, name)
+            except BinslimError as exc:
+                results.append(failed_result(name, None, f"{exc}; it keeps the old content"))
+                continue
+        message = f"hard link of {job.path}: processed under that name"
+        if result.status == "failed":
+            message = f"hard link of {job.path}, which failed; left as it was"
+        results.append(
+            SlimResult(
+                input=name,
+                output=name,
+                status="skipped",
+                message=message,
+                original_size=result.original_size,
+                stripped_size=result.stripped_size,
+                packed_size=result.packed_size,
+                final_size=result.final_size,
+            )
+        )
+    return results
+
+
+def _attempt(path: str, **options: Any) -> SlimResult:
+    try:
+        return slim(path, None, **options)
+    except BinslimError as exc:
+        return failed_result(path, None, str(exc))
+    except OSError as exc:
+        return failed_result(path, None, f"{path}: {exc.strerror or exc}")
+    except Exception as exc:  # a bug: reported for this file, and the others still go on
+        return failed_result(path, None, f"{path}: internal error: {type(exc).__name__}: {exc}")
+
+
+# --- the summary ------------------------------------------------------------------------------------------
+
+
+def _short_reason(text: str) -> str:
+    """``already packed by UPX (no section table...); left as it was`` -> ``already packed by UPX``."""
+    for stop in (";", " (", ":"):
+        text = text.split(stop, 1)[0]
+    return text.strip()
+
+
+def _counts(reasons: Iterable[str]) -> tuple[tuple[str, int], ...]:
+    tally: dict[str, int] = {}
+    for reason in reasons:
+        tally[reason] = tally.get(reason, 0) + 1
+    return tuple(sorted(tally.items()))
+
+
+def _summarize(
+    entries: Sequence[_Entry], results: Sequence[SlimResult], linked: set[str], dry_run: bool
+) -> TreeSummary:
+    kinds = [entry.kind for entry in entries]
+    elf = [r for r, kind in zip(results, kinds) if kind == _ELF]
+    counted = [r for r in elf if r.input not in linked]
+    skipped = [
+        _HARD_LINK_REASON if r.input in linked else _short_reason(r.message)
+        for r in elf
+        if r.status == "skipped"
+    ]
+    return TreeSummary(
+        files=len(entries),
+        elf=len(elf),
+        stripped=sum(r.status == "ok" for r in elf),
+        skipped=_counts(skipped),
+        failed=sum(r.status == "failed" for r in results),
+        not_elf=kinds.count(_OTHER),
+        symlinks=kinds.count(_SYMLINK),
+        special=kinds.count(_SPECIAL),
+        bytes_before=sum(r.original_size for r in counted),
+        bytes_after=sum(r.final_size for r in counted),
+        packed=sum(r.packed_size is not None for r in counted),
+        not_packed=_counts(_short_reason(r.upx_reason) for r in counted if r.upx_reason),
+        dry_run=dry_run,
+    )

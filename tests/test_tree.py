@@ -1,0 +1,523 @@
+"""binslim -r: a whole tree in place. ELF by content, links kept, failures per file, parallel and sorted."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import pty
+import select
+import shutil
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from binslim import slim
+from binslim.fileops import CAPABILITY_XATTR, TEMP_PREFIX
+from binslim.report import REPORT_SCHEMA
+from binslim.tree import slim_tree
+from testdata.build import Fixture
+from tests.helpers import (
+    require_tool,
+    run_fixture,
+    run_linked_object,
+    run_with_library,
+)
+
+TIMEOUT = 600
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without binslim's own variables or a CI marker, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BINSLIM_") and k != "CI"}
+    env.update(extra)
+    return env
+
+
+def binslim(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "binslim", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=cwd,
+        env=clean_env() if env is None else env,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every file and link under ``root``: (inode, mtime_ns, content or link target). Folders are left out:
+    their times change whenever a temporary file comes and goes beside a file being checked."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        if path.is_symlink():
+            content = os.readlink(path).encode()
+        elif path.is_file():
+            content = path.read_bytes()
+        else:
+            continue
+        found[str(path.relative_to(root))] = (info.st_ino, info.st_mtime_ns, content)
+    return found
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob(f"{TEMP_PREFIX}*")]
+
+
+def make_tree(fixtures: dict[str, Fixture], root: Path) -> Path:
+    """A small /usr/local: programs, a library, an object, an already stripped program, text, links."""
+    for folder in ("bin", "lib", "share"):
+        (root / folder).mkdir(parents=True)
+    shutil.copy2(fixtures["hello-c-pie"].path, root / "bin" / "hello")
+    shutil.copy2(fixtures["hello-cxx"].path, root / "bin" / "hello-cxx")
+    shutil.copy2(fixtures["libgreet"].path, root / "lib" / "libgreet.so")
+    shutil.copy2(fixtures["greet-obj"].path, root / "lib" / "greet.o")
+    slim(fixtures["hello-c-nopie"].path, root / "bin" / "already", verify=False)
+    (root / "share" / "README").write_text("not a binary\n")
+    (root / "share" / "tool.sh").write_text("#!/bin/sh\necho hi\n")
+    (root / "share" / "empty").write_bytes(b"")
+    (root / "share" / "short").write_bytes(b"\x7fEL")
+    (root / "bin" / "hello-link").symlink_to("hello")
+    (root / "lib" / "libgreet.so.1").symlink_to("libgreet.so")
+    (root / "share" / "dangling").symlink_to("missing")
+    return root
+
+
+ELF_NAMES = ["bin/already", "bin/hello", "bin/hello-cxx", "lib/greet.o", "lib/libgreet.so"]
+STRIPPED = ["bin/hello", "bin/hello-cxx", "lib/greet.o", "lib/libgreet.so"]
+
+
+def test_tree_slims_elf_files_and_touches_nothing_else(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    root = make_tree(fixtures, tmp_path / "tree")
+    before = snapshot(root)
+    done = binslim("-r", "tree", "--no-verify", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    after = snapshot(root)
+
+    assert set(after) == set(before) and not temp_files(root)
+    for name in before:
+        if name in STRIPPED:
+            assert len(after[name][2]) < len(before[name][2]), name
+            assert after[name][2][:4] == b"\x7fELF"
+        else:
+            assert after[name] == before[name], f"{name} was touched"  # same inode, time and bytes
+    assert all(
+        (root / name).is_symlink() for name in ("bin/hello-link", "lib/libgreet.so.1", "share/dangling")
+    )
+
+    # One line per ELF file, sorted; the other files only count in the summary.
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[: len(ELF_NAMES)]] == [f"tree/{n}" for n in ELF_NAMES]
+    assert "already stripped" in lines[0]
+    summary = "\n".join(lines[len(ELF_NAMES) :])
+    assert "12 files seen: 5 ELF, 4 not ELF, 3 symlinks not followed" in summary
+    assert "4 slimmed, 1 skipped (1 already stripped), 0 failed" in summary
+    saved = sum(len(before[n][2]) - len(after[n][2]) for n in STRIPPED)
+    assert f"saved {saved:,} B" in summary
+
+    # And everything still works.
+    assert run_fixture(fixtures["hello-c-pie"], path=root / "bin" / "hello")[0] == 0
+    assert run_fixture(fixtures["hello-cxx"], path=root / "bin" / "hello-cxx")[0] == 0
+    code, out, _ = run_with_library(fixtures, "libgreet", root / "lib" / "libgreet.so", tmp_path / "run")
+    assert code == 0 and fixtures["libgreet"].expected_stdout in out
+    code, out, _ = run_linked_object(fixtures["greet-obj"], root / "lib" / "greet.o", tmp_path)
+    assert code == 0 and fixtures["greet-obj"].expected_stdout in out
+
+
+def test_second_run_changes_nothing(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    root = make_tree(fixtures, tmp_path / "tree")
+    assert binslim("-r", str(root), "--no-verify").returncode == 0
+    before = snapshot(root)
+    done = binslim("-r", str(root), "--no-verify")
+    assert done.returncode == 0, done.stderr
+    assert snapshot(root) == before
+    assert "0 slimmed, 5 skipped (5 already stripped)" in done.stdout
+
+
+def test_symlinks_are_not_followed(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    shutil.copy2(fixtures["hello-c-pie"].path, outside / "prog")
+    shutil.copy2(fixtures["hello-c-pie"].path, outside / "dir" / "prog")
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "prog-link").symlink_to(outside / "prog")
+    (root / "dir-link").symlink_to(outside / "dir")
+    before = snapshot(outside)
+    done = binslim("-r", str(root), "--no-verify", "--json")
+    assert done.returncode == 0, done.stderr
+    assert snapshot(outside) == before
+    report = json.loads(done.stdout)
+    assert [r["message"] for r in report["results"]] == ["symbolic link; not followed"] * 2
+    assert report["summary"]["elf"] == 0 and report["summary"]["symlinks"] == 2
+
+
+def test_a_root_given_as_a_symlink_is_followed_and_stays_a_link(
+    fixtures: dict[str, Fixture],
+    tmp_path: Path,
+) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    shutil.copy2(fixtures["hello-c-pie"].path, real / "prog")
+    (tmp_path / "dir-link").symlink_to(real)
+    (tmp_path / "prog-link").symlink_to(real / "prog")
+    size = (real / "prog").stat().st_size
+    done = binslim("-r", str(tmp_path / "prog-link"), "--no-verify")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "prog-link").is_symlink() and (real / "prog").stat().st_size < size
+    shutil.copy2(fixtures["hello-c-pie"].path, real / "prog")
+    assert binslim("-r", str(tmp_path / "dir-link"), "--no-verify").returncode == 0
+    assert (tmp_path / "dir-link").is_symlink() and (real / "prog").stat().st_size < size
+
+
+def test_hard_links_in_the_tree_are_processed_once_and_stay_linked(
+    fixtures: dict[str, Fixture], tmp_path: Path
+) -> None:
+    root = tmp_path / "tree"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    first = root / "a" / "prog"
+    shutil.copy2(fixtures["hello-c-pie"].path, first)
+    os.link(first, root / "b" / "prog")
+    os.link(first, root / "b" / "prog2")
+    size = first.stat().st_size
+    done = binslim("-r", str(root), "--no-verify", "--json")
+    assert done.returncode == 0, done.stderr
+    names = [first, root / "b" / "prog", root / "b" / "prog2"]
+    inodes = {p.stat().st_ino for p in names}
+    assert len(inodes) == 1 and first.stat().st_nlink == 3
+    assert first.stat().st_size < size
+    report = json.loads(done.stdout)
+    statuses = [(r["input"], r["status"]) for r in report["results"]]
+    assert statuses == [(str(first), "ok"), (str(names[1]), "skipped"), (str(names[2]), "skipped")]
+    assert report["summary"]["skipped"] == {"hard link, processed under another name": 2}
+    assert report["summary"]["bytes"]["before"] == size  # one file, counted once
+    assert run_fixture(fixtures["hello-c-pie"], path=names[2])[0] == 0
+
+
+def test_hard_link_outside_the_tree_sees_the_new_content(
+    fixtures: dict[str, Fixture], tmp_path: Path
+) -> None:
+    root = tmp_path / "tree"
+    root.mkdir()
+    inside = root / "prog"
+    shutil.copy2(fixtures["hello-c-pie"].path, inside)
+    inside.chmod(0o750)
+    outside = tmp_path / "prog-elsewhere"
+    os.link(inside, outside)
+    inode, size = inside.stat().st_ino, inside.stat().st_size
+    done = binslim("-r", str(root), "--no-verify")
+    assert done.returncode == 0, done.stderr
+    assert inside.stat().st_ino == inode == outside.stat().st_ino and inside.stat().st_nlink == 2
+    assert outside.stat().st_size < size and stat.S_IMODE(outside.stat().st_mode) == 0o750
+    assert run_fixture(fixtures["hello-c-pie"], path=outside)[0] == 0
+    assert not temp_files(root)
+
+
+def test_single_file_in_place_keeps_hard_links_and_skips_stripped_files(
+    fixtures: dict[str, Fixture], tmp_path: Path
+) -> None:
+    prog = tmp_path / "prog"
+    shutil.copy2(fixtures["hello-c-pie"].path, prog)
+    os.link(prog, tmp_path / "other")
+    size = prog.stat().st_size
+    assert binslim(str(prog), "--no-verify").returncode == 0
+    assert prog.stat().st_nlink == 2 and (tmp_path / "other").stat().st_size < size
+    before = snapshot(tmp_path)
+    done = binslim(str(prog), "--no-verify")
+    assert done.returncode == 0 and "already stripped; left untouched" in done.stdout
+    assert snapshot(tmp_path) == before
+
+
+# A v2 file capability: cap_net_raw (13), permitted and effective.
+CAPABILITY = struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0)
+
+
+@contextlib.contextmanager
+def capability_support(path: Path) -> Iterator[None]:
+    try:
+        os.setxattr(path, CAPABILITY_XATTR, CAPABILITY)
+    except OSError as exc:
+        pytest.skip(f"cannot set {CAPABILITY_XATTR} here: {exc.strerror}")
+    yield
+
+
+def test_mode_owner_and_capability_are_kept(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("setting another owner and file capabilities needs root")
+    root = tmp_path / "tree"
+    root.mkdir()
+    alone, linked = root / "alone", root / "linked"
+    for path in (alone, linked):
+        shutil.copy2(fixtures["hello-c-pie"].path, path)
+        os.chown(path, 1234, 5678)
+        path.chmod(0o4751)
+    os.link(linked, tmp_path / "linked-outside")  # rewritten through its inode, not renamed
+    with capability_support(alone):
+        os.setxattr(linked, CAPABILITY_XATTR, CAPABILITY)
+        done = binslim("-r", str(root), "--no-verify")
+    assert done.returncode == 0, done.stderr
+    for path in (alone, linked):
+        info = path.stat()
+        assert info.st_size < Path(fixtures["hello-c-pie"].path).stat().st_size
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (1234, 5678, 0o4751), path
+        assert os.getxattr(path, CAPABILITY_XATTR) == CAPABILITY, path
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """Make ``path`` impossible to replace, even for root (chattr +i); skip where that is not possible."""
+    if os.geteuid() != 0:
+        path.parent.chmod(0o555)
+        try:
+            yield
+        finally:
+            path.parent.chmod(0o755)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i does not work here: no way to cause a permission problem as root")
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", str(path)], check=True)
+
+
+def test_per_file_failures_are_reported_and_do_not_stop_the_rest(
+    fixtures: dict[str, Fixture], tmp_path: Path
+) -> None:
+    root = tmp_path / "tree"
+    (root / "locked").mkdir(parents=True)
+    good = root / "good"
+    shutil.copy2(fixtures["hello-c-pie"].path, good)
+    data = Path(fixtures["hello-c-pie"].path).read_bytes()
+    (root / "broken").write_bytes(data[:4] + b"\x07" + data[5:])  # bad ELF class
+    (root / "truncated").write_bytes(data[: len(data) // 3])
+    denied = root / "locked" / "prog"
+    shutil.copy2(fixtures["hello-c-pie"].path, denied)
+    (root / "zz-last").write_bytes(data)
+    before = {p: p.read_bytes() for p in (root / "broken", root / "truncated", denied)}
+    with immutable(denied):
+        done = binslim("-r", str(root), "--no-verify", "-j", "2")
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert [line.split(":")[1].strip() for line in errors] == [
+        str(root / "broken"),
+        str(root / "locked" / "prog"),
+        str(root / "truncated"),
+    ]
+    assert "permission denied" in errors[1]
+    assert "Traceback" not in done.stderr
+    assert "2 slimmed, 0 skipped, 3 failed" in done.stdout
+    assert good.stat().st_size < len(data) and (root / "zz-last").stat().st_size < len(data)
+    assert {p: p.read_bytes() for p in before} == before
+    assert not temp_files(root)
+
+
+def tree_of_copies(fixtures: dict[str, Fixture], root: Path, count: int) -> Path:
+    names = ["hello-c-pie", "hello-cxx", "libgreet", "greet-obj"]
+    for index in range(count):
+        folder = root / f"d{index % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(fixtures[names[index % len(names)]].path, folder / f"f{index:03d}")
+        (folder / f"t{index:03d}.txt").write_text(f"text {index}\n")
+    return root
+
+
+def test_output_is_the_same_whatever_the_number_of_jobs(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    outputs = {}
+    for jobs in ("1", "2", "5"):
+        work = tmp_path / f"j{jobs}"
+        tree_of_copies(fixtures, work / "tree", 40)
+        text = binslim("-r", "tree", "--no-verify", "-j", jobs, cwd=work)
+        report = binslim("-r", "tree", "--no-verify", "-j", jobs, "--json", cwd=work)
+        assert text.returncode == 0 and report.returncode == 0, text.stderr + report.stderr
+        outputs[jobs] = (text.stdout, report.stdout)
+    assert outputs["1"] == outputs["2"] == outputs["5"]
+    paths = [r["input"] for r in json.loads(outputs["2"][1])["results"]]
+    assert paths == sorted(paths) and len(paths) == 80
+
+
+def test_json_lists_every_file_with_a_summary(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    root = make_tree(fixtures, tmp_path / "tree")
+    done = binslim("-r", str(root), "--no-verify", "--json")
+    assert done.returncode == 0 and done.stderr == ""
+    report = json.loads(done.stdout)
+    jsonschema.validate(report, REPORT_SCHEMA)
+    listed = [Path(r["input"]).relative_to(root).as_posix() for r in report["results"]]
+    every = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_symlink() or p.is_file())
+    assert listed == every
+    summary = report["summary"]
+    assert (summary["files"], summary["elf"], summary["not_elf"], summary["symlinks"]) == (12, 5, 4, 3)
+    ok = [r for r in report["results"] if r["status"] == "ok"]
+    assert summary["stripped"] == len(ok) == 4
+    assert summary["bytes"]["saved"] == sum(r["size"]["original"] - r["size"]["final"] for r in ok)
+    assert summary["dry_run"] is False
+
+
+def test_dry_run_writes_nothing_and_predicts_the_saving(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    root = make_tree(fixtures, tmp_path / "tree")
+    before = snapshot(root)
+    folders = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_dir() and not p.is_symlink()}
+    dry = binslim("-r", str(root), "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert snapshot(root) == before
+    assert {p: p.stat().st_mtime_ns for p in folders} == folders  # not even a temporary file came and went
+    predicted = json.loads(dry.stdout)
+    assert predicted["summary"]["dry_run"] is True
+    assert all(r["message"].startswith("dry run") for r in predicted["results"] if r["status"] == "ok")
+    text = binslim("-r", str(root), "--dry-run")
+    assert "would save" in text.stdout and "dry run, nothing written" in text.stdout
+    real = json.loads(binslim("-r", str(root), "--no-verify", "--json").stdout)
+    assert real["summary"]["bytes"] == predicted["summary"]["bytes"]
+    for guess, done in zip(predicted["results"], real["results"]):
+        assert (guess["input"], guess["size"], guess["removed"]) == (
+            done["input"],
+            done["size"],
+            done["removed"],
+        )
+
+
+def test_upx_in_a_tree_packs_executables_only(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    require_tool("upx")
+    root = make_tree(fixtures, tmp_path / "tree")
+    done = binslim("-r", str(root), "--upx", "--json")  # verification on, as by default
+    assert done.returncode == 0, done.stderr
+    by_name = {Path(r["input"]).relative_to(root).as_posix(): r for r in json.loads(done.stdout)["results"]}
+    for name in ("bin/hello", "bin/hello-cxx"):
+        assert by_name[name]["size"]["packed"] is not None, by_name[name]
+        assert by_name[name]["verify"]["same_behaviour"] is True
+    assert by_name["lib/libgreet.so"]["size"]["packed"] is None
+    assert "shared library" in by_name["lib/libgreet.so"]["message"]
+    assert by_name["lib/greet.o"]["size"]["packed"] is None
+    assert b"UPX!" not in (root / "lib" / "libgreet.so").read_bytes()
+    summary = json.loads(done.stdout)["summary"]
+    assert summary["packed"] == 3 and summary["not_packed"] == {"relocatable object": 1, "shared library": 1}
+    assert run_fixture(fixtures["hello-cxx"], path=root / "bin" / "hello-cxx")[0] == 0
+    code, out, _ = run_with_library(fixtures, "libgreet", root / "lib" / "libgreet.so", tmp_path / "run")
+    assert code == 0 and fixtures["libgreet"].expected_stdout in out
+
+
+def test_tree_usage_errors(tmp_path: Path) -> None:
+    for args in (["-o", str(tmp_path / "x")], ["--upx-force"], ["--upx-required"]):
+        done = binslim("-r", str(tmp_path), *args)
+        assert done.returncode == 2 and "cannot be used with -r" in done.stderr, args
+    done = binslim(str(tmp_path), "--no-verify")
+    assert done.returncode == 1 and "use -r" in done.stderr
+
+
+def test_missing_root_is_a_failure_not_a_crash(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    shutil.copy2(fixtures["hello-c-pie"].path, tmp_path / "prog")
+    done = binslim("-r", str(tmp_path / "missing"), str(tmp_path), "--no-verify")
+    assert done.returncode == 1 and f"error: {tmp_path / 'missing'}: No such file" in done.stderr
+    assert "1 slimmed" in done.stdout
+
+
+def test_overlapping_roots_process_each_file_once(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    shutil.copy2(fixtures["hello-c-pie"].path, tmp_path / "sub" / "prog")
+    done = binslim("-r", str(tmp_path / "sub"), str(tmp_path), "--no-verify", "--json")
+    assert done.returncode == 0, done.stderr
+    assert [r["status"] for r in json.loads(done.stdout)["results"]] == ["ok"]
+
+
+def read_pty(argv: list[str], env: dict[str, str]) -> str:
+    """Run ``argv`` with stdout and stderr on a pseudo-terminal; return all it wrote there."""
+    main_fd, child_fd = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=child_fd, stderr=child_fd, env=env)
+    os.close(child_fd)
+    chunks = []
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([main_fd], [], [], 1.0)
+        if not ready:
+            if proc.poll() is not None:
+                break
+            continue
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError as exc:  # EIO: the child side is closed
+            if exc.errno != errno.EIO:
+                raise
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main_fd)
+    assert proc.wait(timeout=TIMEOUT) == 0
+    return b"".join(chunks).decode()
+
+
+def test_progress_bar_only_on_a_terminal_outside_ci(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    root = tree_of_copies(fixtures, tmp_path / "tree", 8)
+    argv = [sys.executable, "-m", "binslim", "-r", str(root), "--no-verify", "--dry-run"]
+    on_terminal = read_pty(argv, clean_env(TERM="xterm"))
+    assert "\r[" in on_terminal and "8/8 ELF files" in on_terminal
+    assert "\x1b" not in on_terminal  # no colours, no escape sequences
+    assert "\r[" not in read_pty(argv, clean_env(TERM="xterm", CI="true"))
+    assert "\r[" not in read_pty([*argv, "--json"], clean_env(TERM="xterm"))
+    piped = binslim("-r", str(root), "--no-verify", "--dry-run")
+    assert "\r" not in piped.stdout + piped.stderr and "\x1b" not in piped.stdout + piped.stderr
+
+
+def test_interrupt_leaves_every_file_whole(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    root.mkdir()
+    original = Path(fixtures["hello-cxx"].path).read_bytes()
+    slim(fixtures["hello-cxx"].path, tmp_path / "expected", verify=False)
+    expected = (tmp_path / "expected").read_bytes()
+    for index in range(200):
+        (root / f"f{index:03d}").write_bytes(original)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "binslim", "-r", str(root), "--no-verify", "-j", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=clean_env(),
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()  # the first file is done: the walk is over and the pool is at work
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode in (0, 130), err
+    if proc.returncode == 130:
+        assert "interrupted" in err.decode() and "Traceback" not in err.decode()
+    assert not temp_files(root)
+    contents = {(root / f"f{index:03d}").read_bytes() for index in range(200)}
+    assert contents <= {original, expected}
+
+
+def test_library_reports_in_sorted_order_with_progress(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    root = tree_of_copies(fixtures, tmp_path / "tree", 24)
+    seen: list[str] = []
+    progress: list[tuple[int, int]] = []
+    tree = slim_tree(
+        [root],
+        jobs=2,
+        verify=False,
+        on_result=lambda r: seen.append(r.input),
+        on_progress=lambda done, total: progress.append((done, total)),
+    )
+    assert seen == sorted(seen) and len(seen) == 24  # ELF files only
+    assert len(tree.results) == 48 and [r.input for r in tree.results] == sorted(
+        r.input for r in tree.results
+    )
+    assert progress[-1] == (24, 24) and [d for d, _ in progress] == sorted(d for d, _ in progress)
+    assert tree.summary.stripped == 24 and tree.summary.not_elf == 24
