@@ -255,14 +255,14 @@ def _already_packed(
 def _headerless_copy(stripped_path: str, target: str, temps: _Temps) -> Optional[str]:
     """The stripped file without its section table, for UPX; None when it has an overlay to keep."""
     from .elf.reader import ElfFile
-    from .elf.writer import write_without_section_headers
+    from .elf.writer import write_headerless
 
     with ElfFile(stripped_path) as elf:
         if elf.overlay_size or not elf.segments:
             return None
         path = temps.new(target)
         with fileops.open_new(path, name=target) as fd:
-            write_without_section_headers(elf, fd)
+            write_headerless(elf, fd)
     os.chmod(path, os.stat(stripped_path).st_mode & 0o7777)
     return path
 

@@ -255,22 +255,3 @@ def _patch_filesz(elf: ElfFile, fd: int, segment_index: int, filesz: int) -> Non
 def _pad(fd: int, start: int, end: int) -> None:
     if end > start:
         write_all(fd, bytes(end - start), start)
-
-
-def write_without_section_headers(elf: ElfFile, dst_fd: int) -> int:
-    """Write only what the loader reads: headers and segments, no section table. Returns the size.
-
-    UPX keeps whatever follows the segments so that ``upx -d`` can restore it; its output has no sections
-    anyway, so packing this form is smaller.
-    """
-    layout = elf.layout
-    os.ftruncate(dst_fd, 0)
-    copy_range(elf.fd, dst_fd, 0, 0, elf.loaded_end)
-    tail = elf.zero_tail
-    if tail is not None:
-        segment, new_end = tail
-        _patch_filesz(elf, dst_fd, segment.index, new_end - segment.p_offset)
-    shoff_at, shoff_fmt = layout.e_shoff_at
-    write_all(dst_fd, struct.pack(layout.order + shoff_fmt, 0), shoff_at)
-    write_all(dst_fd, struct.pack(layout.order + "HH", 0, 0), layout.e_shnum_at)
-    return elf.loaded_end
