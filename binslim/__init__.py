@@ -6,6 +6,8 @@ and ``verify`` (one stage each), their frozen result types, and the ``BinslimErr
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 
 __version__ = "0.1.0"
 
@@ -22,8 +24,9 @@ from .slim import SlimResult, slim
 from .strip import RemovedSection, StripResult, strip
 from .tree import TreeResult, TreeSummary, slim_tree
 
-from .upx import UpxResult, compress
-from .verify import Timing, VerifyResult, verify
+if TYPE_CHECKING:
+    from .upx import UpxResult, compress
+    from .verifier import Timing, VerifyResult, verify
 
 __all__ = [
     "BinslimError",
@@ -49,3 +52,17 @@ __all__ = [
     "verify",
 ]
 
+# The UPX and verification stages load on first use: pyelftools alone would add ~25 ms to every start.
+_LAZY = {"compress": "upx", "UpxResult": "upx", "verify": "verifier", "VerifyResult": "verifier",
+         "Timing": "verifier"}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'binslim' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    globals()[name] = value
+    return value

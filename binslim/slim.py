@@ -18,7 +18,7 @@ from .strip import RemovedSection, StripResult, strip_to_fd
 if TYPE_CHECKING:
     from .debuginfo import PendingDebugFile
     from .upx import UpxResult
-    from .verify import VerifyResult
+    from .verifier import VerifyResult
 
 UPX_METHODS = ("nrv", "lzma", "auto")
 
@@ -190,8 +190,8 @@ def slim(
                 notes.append(f"not packed: {upx_reason}")
 
         if verify:
-            from .verify import require_same
-            from .verify import verify as run_verify
+            from .verifier import require_same
+            from .verifier import verify as run_verify
 
             if verify_result is None or final_path == stripped_path:
                 verify_result = run_verify(
@@ -315,7 +315,7 @@ def _pack(
             continue
         measured: Optional[VerifyResult] = None
         if max_startup_ms is not None:
-            from .verify import verify as run_verify
+            from .verifier import verify as run_verify
 
             measured = run_verify(source, packed_path, args=tuple(verify_args), timeout=verify_timeout,
                                   runs=verify_runs, env=verify_env, packed=True, runner=runner)

@@ -1,4 +1,4 @@
-"""binslim.verify: static checks, behaviour comparison, startup timing, foreign architectures."""
+"""binslim.verifier: static checks, behaviour comparison, startup timing, foreign architectures."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from elftools.elf.elffile import ELFFile
 
 from binslim.errors import MalformedELFError, NotELFError, ToolNotFoundError, VerificationError
 from binslim.runner import Completed, run
-from binslim.verify import (
+from binslim.verifier import (
     Timing,
     VerifyResult,
     _tiny_i386_program,
