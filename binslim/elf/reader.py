@@ -344,6 +344,9 @@ class ElfFile:
             if sh_link >= count:
                 raise self._malformed(f"section {index} ({name or '?'}) links to section {sh_link},"
                                       f" which does not exist")
+            if sh_type in (c.SHT_SYMTAB, c.SHT_DYNSYM, c.SHT_GROUP) and sh_flags & c.SHF_INFO_LINK:
+                raise self._malformed(f"section {index} ({name or '?'}) is flagged SHF_INFO_LINK, but its"
+                                      " sh_info is a symbol index")
             if sh_type in (c.SHT_SYMTAB, c.SHT_DYNSYM) and sh_link \
                     and sections_raw[sh_link][1] != c.SHT_STRTAB:
                 raise self._malformed(f"symbol table {index} ({name or '?'}) takes its names from section"
@@ -396,7 +399,7 @@ class ElfFile:
     def machine_name(self) -> str:
         return c.MACHINE_NAMES.get(self.header.e_machine, f"machine {self.header.e_machine}")
 
-    @property
+    @functools.cached_property
     def header_end(self) -> int:
         """End of the ELF header and program header table."""
         end = self.layout.ehdr.size
@@ -404,7 +407,7 @@ class ElfFile:
             end = max(end, self.header.e_phoff + self.header.e_phnum * self.layout.phdr.size)
         return end
 
-    @property
+    @functools.cached_property
     def segments_end(self) -> int:
         """End of the headers and of every segment's file bytes."""
         return max([self.header_end] + [s.file_end for s in self.segments if s.p_filesz])
@@ -433,25 +436,25 @@ class ElfFile:
             return None
         return segment, new_end
 
-    @property
+    @functools.cached_property
     def loaded_end(self) -> int:
         """End of the part that is copied byte for byte: headers and every segment's file bytes, less a
         last segment's zero padding (see zero_tail)."""
         tail = self.zero_tail
         return tail[1] if tail else self.segments_end
 
-    @property
+    @functools.cached_property
     def section_table_end(self) -> int:
         h = self.header
         return h.e_shoff + h.e_shnum * self.layout.shdr.size if h.e_shoff else 0
 
-    @property
+    @functools.cached_property
     def image_end(self) -> int:
         """End of everything the ELF headers account for; bytes past it are an overlay."""
         ends = [self.segments_end, self.section_table_end]
         ends.extend(s.file_end for s in self.sections if s.has_file_bytes)
         return max(ends)
 
-    @property
+    @functools.cached_property
     def overlay_size(self) -> int:
         return self.size - self.image_end
