@@ -1,13 +1,13 @@
 """binslim: shrink Linux ELF binaries without breaking them.
 
 Public API: ``slim`` (the whole job), ``slim_tree`` (it for every ELF file of a tree), ``strip``, ``compress``
-and ``verify`` (one stage each), their frozen result types, and the ``BinslimError`` hierarchy. Everything else is private. LIEF is never imported here.
+and ``verify`` (one stage each), their frozen result types, and the ``BinslimError`` hierarchy.
+Everything else is private. LIEF is never imported here.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-
 
 __version__ = "0.1.0"
 

@@ -49,8 +49,10 @@ def format_result(result: SlimResult) -> str:
     if result.overlay:
         lines.append(f"  {'overlay':<10}{human_size(result.overlay)} kept byte for byte after the image")
     if result.upx is not None and result.upx.packed:
-        lines.append(f"  {'upx':<10}{result.upx.version}, method {result.upx.method}, level {result.upx.level},"
-                     f" {result.upx.seconds:.2f} s")
+        lines.append(
+            f"  {'upx':<10}{result.upx.version}, method {result.upx.method}, level {result.upx.level},"
+            f" {result.upx.seconds:.2f} s"
+        )
     elif result.upx_reason:
         lines.append(f"  {'upx':<10}not packed: {result.upx_reason}")
     if result.verify is not None:
@@ -67,8 +69,10 @@ def _format_verify(result: SlimResult) -> list[str]:
     if not v.ran:
         return [f"  {'verify':<10}static checks passed; not run: {v.reason}"]
     same = "yes" if v.same_behaviour else "no"
-    lines = [f"  {'verify':<10}same behaviour: {same} (args: {' '.join(v.args) or '(none)'})"
-             + (f"; {v.reason}" if v.reason else "")]
+    lines = [
+        f"  {'verify':<10}same behaviour: {same} (args: {' '.join(v.args) or '(none)'})"
+        + (f"; {v.reason}" if v.reason else "")
+    ]
     if v.original is not None and v.final is not None:
         added = v.added_ms if v.added_ms is not None else 0.0
         lines.append(
@@ -89,8 +93,10 @@ def format_summary(results: Sequence[SlimResult]) -> str:
     failed = [r for r in results if r.status == "failed"]
     before = sum(r.original_size for r in results if r.status != "failed")
     after = sum(r.final_size for r in results if r.status != "failed")
-    return (f"{len(results)} files: {len(ok)} slimmed, {len(skipped)} skipped, {len(failed)} failed;"
-            f" {human_size(before)} -> {human_size(after)}")
+    return (
+        f"{len(results)} files: {len(ok)} slimmed, {len(skipped)} skipped, {len(failed)} failed;"
+        f" {human_size(before)} -> {human_size(after)}"
+    )
 
 
 def _removed_by_kind(result: SlimResult) -> str:
@@ -174,12 +180,35 @@ REPORT_SCHEMA: dict[str, Any] = {
         "binslim": {"type": "string"},
         "summary": {  # only with -r
             "type": "object",
-            "required": ["files", "elf", "stripped", "skipped", "failed", "not_elf", "symlinks", "special",
-                         "bytes", "packed", "not_packed", "dry_run"],
+            "required": [
+                "files",
+                "elf",
+                "stripped",
+                "skipped",
+                "failed",
+                "not_elf",
+                "symlinks",
+                "special",
+                "bytes",
+                "packed",
+                "not_packed",
+                "dry_run",
+            ],
             "additionalProperties": False,
             "properties": {
-                **{name: _INT for name in ("files", "elf", "stripped", "failed", "not_elf", "symlinks",
-                                           "special", "packed")},
+                **{
+                    name: _INT
+                    for name in (
+                        "files",
+                        "elf",
+                        "stripped",
+                        "failed",
+                        "not_elf",
+                        "symlinks",
+                        "special",
+                        "packed",
+                    )
+                },
                 "skipped": {"type": "object", "additionalProperties": _INT},
                 "not_packed": {"type": "object", "additionalProperties": _INT},
                 "bytes": {
@@ -195,7 +224,17 @@ REPORT_SCHEMA: dict[str, Any] = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["input", "output", "status", "message", "size", "removed", "overlay", "upx", "verify"],
+                "required": [
+                    "input",
+                    "output",
+                    "status",
+                    "message",
+                    "size",
+                    "removed",
+                    "overlay",
+                    "upx",
+                    "verify",
+                ],
                 "additionalProperties": False,
                 "properties": {
                     "input": {"type": "string"},
@@ -248,8 +287,14 @@ REPORT_SCHEMA: dict[str, Any] = {
                             {"type": "null"},
                             {
                                 "type": "object",
-                                "required": ["ran", "args", "same_behaviour", "reason", "startup_ms",
-                                             "peak_rss_kib"],
+                                "required": [
+                                    "ran",
+                                    "args",
+                                    "same_behaviour",
+                                    "reason",
+                                    "startup_ms",
+                                    "peak_rss_kib",
+                                ],
                                 "additionalProperties": False,
                                 "properties": {
                                     "ran": {"type": "boolean"},
@@ -262,8 +307,11 @@ REPORT_SCHEMA: dict[str, Any] = {
                                             {
                                                 "type": "object",
                                                 "required": ["original", "final", "added"],
-                                                "properties": {"original": _NUMBER, "final": _NUMBER,
-                                                               "added": _NUMBER},
+                                                "properties": {
+                                                    "original": _NUMBER,
+                                                    "final": _NUMBER,
+                                                    "added": _NUMBER,
+                                                },
                                             },
                                         ]
                                     },

@@ -8,12 +8,12 @@ import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from . import fileops
 from .errors import BinslimError, ToolFailedError, VerificationError, file_error
 from .runner import Runner, run
-from .strip import RemovedSection, StripResult, strip_to_fd
+from .strip import RemovedSection, strip_to_fd
 
 if TYPE_CHECKING:
     from .debuginfo import PendingDebugFile
@@ -33,13 +33,13 @@ class SlimResult:
     message: str
     original_size: int
     stripped_size: int
-    packed_size: Optional[int]
+    packed_size: int | None
     final_size: int
     removed: tuple[RemovedSection, ...] = ()
     overlay: int = 0
-    upx: Optional[UpxResult] = None
+    upx: UpxResult | None = None
     upx_reason: str = ""
-    verify: Optional[VerifyResult] = None
+    verify: VerifyResult | None = None
     notes: tuple[str, ...] = ()
     kept_notes: tuple[tuple[str, int], ...] = ()
 
@@ -105,19 +105,19 @@ def slim(
     keep_debug: str | os.PathLike[str] | None = None,
     force: bool = False,
     upx: bool = False,
-    upx_method: Optional[str] = None,
-    upx_level: Optional[int] = None,
+    upx_method: str | None = None,
+    upx_level: int | None = None,
     upx_args: str = "",
     upx_timeout: float = 600.0,
     upx_force: bool = False,
     upx_required: bool = False,
-    max_startup_ms: Optional[float] = None,
+    max_startup_ms: float | None = None,
     verify: bool = True,
     verify_args: Sequence[str] = ("--version",),
-    verify_cmd: Optional[str] = None,
+    verify_cmd: str | None = None,
     verify_timeout: float = 10.0,
     verify_runs: int = 9,
-    verify_env: Optional[Mapping[str, str]] = None,
+    verify_env: Mapping[str, str] | None = None,
     preserve_dates: bool = False,
     keep_hard_links: bool = True,
     measure_startup: bool = True,
@@ -172,10 +172,10 @@ def slim(
             )
         final_path = stripped_path
         notes = list(stripped.messages)
-        upx_result: Optional[UpxResult] = None
+        upx_result: UpxResult | None = None
         upx_reason = ""
-        packed_size: Optional[int] = None
-        verify_result: Optional[VerifyResult] = None
+        packed_size: int | None = None
+        verify_result: VerifyResult | None = None
 
         if upx:
             upx_result, upx_reason, verify_result = _pack(
@@ -195,7 +195,11 @@ def slim(
 
             if verify_result is None or final_path == stripped_path:
                 verify_result = run_verify(
-                    source, final_path, args=tuple(verify_args), verify_cmd=verify_cmd, timeout=verify_timeout,
+                    source,
+                    final_path,
+                    args=tuple(verify_args),
+                    verify_cmd=verify_cmd,
+                    timeout=verify_timeout,
                     runs=verify_runs, env=verify_env, packed=final_path != stripped_path,
                     measure=measure_startup, runner=runner,
                 )
@@ -252,7 +256,7 @@ def _already_packed(
     )
 
 
-def _headerless_copy(stripped_path: str, target: str, temps: _Temps) -> Optional[str]:
+def _headerless_copy(stripped_path: str, target: str, temps: _Temps) -> str | None:
     """The stripped file without its section table, for UPX; None when it has an overlay to keep."""
     from .elf.reader import ElfFile
     from .elf.writer import write_headerless
@@ -271,20 +275,20 @@ def _pack(
     stripped_path: str,
     target: str,
     temps: _Temps,
-    method: Optional[str],
-    level: Optional[int],
+    method: str | None,
+    level: int | None,
     extra_args: str,
     timeout: float,
     force: bool,
     required: bool,
-    max_startup_ms: Optional[float],
+    max_startup_ms: float | None,
     verify_args: Sequence[str],
     verify_timeout: float,
     verify_runs: int,
-    verify_env: Optional[Mapping[str, str]],
+    verify_env: Mapping[str, str] | None,
     runner: Runner,
     source: str,
-) -> tuple[Optional[UpxResult], str, Optional[VerifyResult]]:
+) -> tuple[UpxResult | None, str, VerifyResult | None]:
     """Pack the stripped file. Returns (chosen result, reason it was not packed, its verification)."""
     from .upx import compress, find_upx, pack_eligibility
 
@@ -296,7 +300,7 @@ def _pack(
                 raise file_error(source, f"not packed: {reason}", ToolFailedError)
             return None, reason, None
     methods = ["nrv", "lzma"] if method == "auto" else [method]
-    candidates: list[tuple[UpxResult, Optional[VerifyResult]]] = []
+    candidates: list[tuple[UpxResult, VerifyResult | None]] = []
     reasons = []
     headerless = _headerless_copy(stripped_path, target, temps)
     for candidate in methods:
@@ -308,12 +312,13 @@ def _pack(
                               timeout=timeout, force=force, required=False, tool=tool, runner=runner)
         if result is None or not result.packed:
             # Some binaries UPX only accepts with their section table: pack the stripped file as it is.
-            result = compress(stripped_path, packed_path, method=candidate, level=level, extra_args=extra_args,
+            result = compress(stripped_path, packed_path, method=candidate, level=level,
+                              extra_args=extra_args,
                               timeout=timeout, force=force, required=required, tool=tool, runner=runner)
         if not result.packed:
             reasons.append(result.reason)
             continue
-        measured: Optional[VerifyResult] = None
+        measured: VerifyResult | None = None
         if max_startup_ms is not None:
             from .verifier import verify as run_verify
 

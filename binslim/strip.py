@@ -7,7 +7,7 @@ import fnmatch
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import fileops
 from .elf import constants as c
@@ -31,14 +31,27 @@ STRTAB_REBUILD_LIMIT = 8 << 20
 SYMBOLS, DEBUG, NOTES, OTHER, HEADERS = "symbols", "debug", "notes", "other", "headers"
 
 DEBUG_PATTERNS = (
-    ".debug*", ".zdebug*", ".line*", ".stab", ".stab.*", ".stabstr", ".gdb_index",
-    ".gnu.debuglto_*", ".gnu_debugdata",
+    ".debug*",
+    ".zdebug*",
+    ".line*",
+    ".stab",
+    ".stab.*",
+    ".stabstr",
+    ".gdb_index",
+    ".gnu.debuglto_*",
+    ".gnu_debugdata",
 )
 # Never removed by default: they point debuggers at separate debug files.
 DEBUG_LINKS = (".gnu_debuglink", ".gnu_debugaltlink")
 # Allocated notes the loader or tools rely on; reported with their cost.
-LOADER_NOTES = (".note.gnu.build-id", ".note.gnu.property", ".note.ABI-tag", ".note.go.buildid",
-                ".note.package", ".note.stapsdt")
+LOADER_NOTES = (
+    ".note.gnu.build-id",
+    ".note.gnu.property",
+    ".note.ABI-tag",
+    ".note.go.buildid",
+    ".note.package",
+    ".note.stapsdt",
+)
 
 
 @dataclass(frozen=True)
@@ -115,7 +128,7 @@ def is_debug_section(section: Section) -> bool:
     return not section.is_alloc and _matches(section.name, DEBUG_PATTERNS)
 
 
-def classify(section: Section, level: str, relocatable: bool) -> Optional[str]:
+def classify(section: Section, level: str, relocatable: bool) -> str | None:
     """The kind under which ``section`` is removed at ``level``, or None when it stays."""
     if section.index == 0 or section.is_alloc:
         return None
@@ -156,11 +169,15 @@ def plan_strip(
             kind = None
         if section.index and _matches(section.name, remove_sections):
             if section.is_alloc:
-                raise file_error(elf.path, f"refusing to remove loaded section {section.name}"
-                                 " (it is part of the running program)", UnsupportedError)
+                raise file_error(
+                    elf.path,
+                    f"refusing to remove loaded section {section.name} (it is part of the running program)",
+                    UnsupportedError,
+                )
             if section.index == elf.header.e_shstrndx:
-                raise file_error(elf.path, f"refusing to remove {section.name}: it names the sections",
-                                 UnsupportedError)
+                raise file_error(
+                    elf.path, f"refusing to remove {section.name}: it names the sections", UnsupportedError
+                )
             kind = kind or OTHER
             explicit.add(section.index)
         if kind and _matches(section.name, keep_sections):
@@ -172,9 +189,16 @@ def plan_strip(
     for section in sections:
         if section.index in plan.removed and section.sh_type == c.SHT_SYMTAB:
             strtab = section.sh_link
-            if strtab and not sections[strtab].is_alloc and not _matches(sections[strtab].name, keep_sections):
-                users = [s for s in sections if s.sh_link == strtab and s.index not in plan.removed
-                         and s.index != strtab]
+            if (
+                strtab
+                and not sections[strtab].is_alloc
+                and not _matches(sections[strtab].name, keep_sections)
+            ):
+                users = [
+                    s
+                    for s in sections
+                    if s.sh_link == strtab and s.index not in plan.removed and s.index != strtab
+                ]
                 if not users and strtab not in needed:
                     plan.removed[strtab] = SYMBOLS
 
@@ -187,8 +211,9 @@ def plan_strip(
             if section.index in plan.removed or section.index in needed:
                 continue
             kind = None
-            if (section.sh_type in (c.SHT_REL, c.SHT_RELA) or section.sh_flags & c.SHF_INFO_LINK) \
-                    and not section.is_alloc:
+            if (
+                section.sh_type in (c.SHT_REL, c.SHT_RELA) or section.sh_flags & c.SHF_INFO_LINK
+            ) and not section.is_alloc:
                 target = section.sh_info
                 if 0 < target < len(sections) and target in plan.removed:
                     kind = plan.removed[target]
@@ -210,10 +235,15 @@ def plan_strip(
     while changed:
         changed = False
         for section in sections:
-            if section.index and not section.is_alloc and section.index not in plan.removed \
-                    and section.sh_link in plan.removed and section.sh_link not in explicit:
-                del plan.removed[section.sh_link]
-                changed = True
+            if not section.index or section.is_alloc or section.index in plan.removed:
+                continue
+            targets = [section.sh_link]
+            if section.sh_type in (c.SHT_REL, c.SHT_RELA) or section.sh_flags & c.SHF_INFO_LINK:
+                targets.append(section.sh_info)
+            for target in targets:
+                if target in plan.removed and target not in explicit:
+                    del plan.removed[target]
+                    changed = True
     return plan
 
 
@@ -229,13 +259,21 @@ def _needed_by_loaded(elf: ElfFile) -> set[int]:
         targets = [section.sh_link]
         if section.sh_type in (c.SHT_REL, c.SHT_RELA) or section.sh_flags & c.SHF_INFO_LINK:
             targets.append(section.sh_info)
-        if section.is_alloc and section.sh_type in (c.SHT_REL, c.SHT_RELA) and 0 < section.sh_link < count \
-                and elf.header.e_type in (c.ET_EXEC, c.ET_DYN) \
-                and not elf.sections[section.sh_link].is_alloc and not _uses_symbols(elf, section):
+        if (
+            section.is_alloc
+            and section.sh_type in (c.SHT_REL, c.SHT_RELA)
+            and 0 < section.sh_link < count
+            and elf.header.e_type in (c.ET_EXEC, c.ET_DYN)
+            and not elf.sections[section.sh_link].is_alloc
+            and not _uses_symbols(elf, section)
+        ):
             targets.remove(section.sh_link)  # a static binary's .rela.plt names .symtab but uses no symbol
         if section.sh_type == c.SHT_SYMTAB:
-            targets += [s.index for s in elf.sections if s.sh_type == c.SHT_SYMTAB_SHNDX
-                        and s.sh_link == section.index]
+            targets += [
+                s.index
+                for s in elf.sections
+                if s.sh_type == c.SHT_SYMTAB_SHNDX and s.sh_link == section.index
+            ]
         for target in targets:
             if 0 < target < count and target not in needed:
                 needed.add(target)
@@ -268,7 +306,10 @@ def _output_sections(plan: StripPlan) -> list[OutputSection]:
         for s in kept:
             if s.sh_type == c.SHT_SYMTAB:
                 symtabs[s.index] = SymbolRewrite(
-                    elf, s, xindex_of.get(s.index), section_map,
+                    elf,
+                    s,
+                    xindex_of.get(s.index),
+                    section_map,
                     referenced=referenced_symbols(elf, s, kept),
                     strtab=_private_strtab(elf, s, kept),
                 )
@@ -286,8 +327,11 @@ def _output_sections(plan: StripPlan) -> list[OutputSection]:
         out = OutputSection(s, link, info)
         rewrite = symtabs.get(s.index)
         if rewrite is not None:
-            out.content, out.content_size, out.sh_info = rewrite.symtab_chunks, rewrite.symtab_size, \
-                rewrite.first_global
+            out.content, out.content_size, out.sh_info = (
+                rewrite.symtab_chunks,
+                rewrite.symtab_size,
+                rewrite.first_global,
+            )
         elif s.index in rebuilt:
             data = rebuilt[s.index]
             out.content, out.content_size = (lambda d=data: [d]), len(data)
@@ -301,8 +345,12 @@ def _output_sections(plan: StripPlan) -> list[OutputSection]:
             owner = symtabs[s.sh_link]
             used = referenced_symbols(elf, owner.symtab, [s])
             if any(owner.symbol_map[i] != i for i in used if i < len(owner.symbol_map)):
-                raise file_error(elf.path, f"section {s.index} ({s.name or '?'}) holds loaded relocations against"
-                                 " symbols that removing sections would renumber", UnsupportedError)
+                raise file_error(
+                    elf.path,
+                    f"section {s.index} ({s.name or '?'}) holds loaded relocations against"
+                    " symbols that removing sections would renumber",
+                    UnsupportedError,
+                )
         elif s.sh_type == c.SHT_GROUP and not identity:
             flags, members = group_members(elf, s)
             data = pack_group(elf, flags, [section_map[m] for m in members if m in section_map])
@@ -311,13 +359,16 @@ def _output_sections(plan: StripPlan) -> list[OutputSection]:
                 out.sh_info = symtabs[s.sh_link].new_symbol(s.sh_info, s.name)
         if out.content is not None and s.is_alloc:
             # Its bytes are loaded and stay where they are: a rewritten copy elsewhere would not be used.
-            raise file_error(elf.path, f"section {s.index} ({s.name or '?'}) is loaded but would need"
-                             " rewriting to remove sections", UnsupportedError)
+            raise file_error(
+                elf.path,
+                f"section {s.index} ({s.name or '?'}) is loaded but would need rewriting to remove sections",
+                UnsupportedError,
+            )
         outputs.append(out)
     return outputs
 
 
-def _private_strtab(elf: ElfFile, symtab: Section, kept: list[Section]) -> Optional[Section]:
+def _private_strtab(elf: ElfFile, symtab: Section, kept: list[Section]) -> Section | None:
     """The symbol table's string table when only it uses it and it is small enough to rebuild in memory."""
     strtab = elf.sections[symtab.sh_link] if symtab.sh_link else None
     if strtab is None or strtab.sh_type != c.SHT_STRTAB or strtab.is_alloc:
@@ -343,8 +394,11 @@ def _saved_by_section(plan: StripPlan) -> list[RemovedSection]:
 
 
 def _kept_notes(elf: ElfFile, plan: StripPlan) -> tuple[KeptNote, ...]:
-    return tuple(KeptNote(s.name, s.sh_size) for s in plan.kept()
-                 if s.index and (s.sh_type == c.SHT_NOTE or s.name in LOADER_NOTES))
+    return tuple(
+        KeptNote(s.name, s.sh_size)
+        for s in plan.kept()
+        if s.index and (s.sh_type == c.SHT_NOTE or s.name in LOADER_NOTES)
+    )
 
 
 def strip_to_fd(
@@ -368,9 +422,12 @@ def strip_to_fd(
             from .sstrip import strip_section_headers
 
             if keep_sections or debuglink is not None:
-                raise file_error(input_path, "--strip-section-headers keeps no sections, so neither"
-                                 " --keep-section nor --keep-debug (.gnu_debuglink) can be combined with it",
-                                 UnsupportedError)
+                raise file_error(
+                    input_path,
+                    "--strip-section-headers keeps no sections, so neither"
+                    " --keep-section nor --keep-debug (.gnu_debuglink) can be combined with it",
+                    UnsupportedError,
+                )
             return strip_section_headers(elf, dst_fd, output_name=output_name, force=force)
         plan = plan_strip(elf, level, keep_sections, remove_sections)
         messages = list(plan.messages)
@@ -387,14 +444,35 @@ def strip_to_fd(
             copy_range(elf.fd, dst_fd, 0, 0, elf.size)
             if plan.removed:
                 messages.append("removing sections would not make the file smaller; left unchanged")
-            return StripResult(input_path, output_name, level, elf.size, elf.size, (), elf.overlay_size,
-                               _kept_notes(elf, plan), tuple(messages), elf.is_relocatable, changed=False)
+            return StripResult(
+                input_path,
+                output_name,
+                level,
+                elf.size,
+                elf.size,
+                (),
+                elf.overlay_size,
+                _kept_notes(elf, plan),
+                tuple(messages),
+                elf.is_relocatable,
+                changed=False,
+            )
         written = write_layout(elf, outputs, dst_fd)
         removed = _saved_by_section(plan)
         headers = elf.size - written.size - sum(r.size for r in removed)
         removed.append(RemovedSection("(section headers, names and padding)", HEADERS, headers))
-        return StripResult(input_path, output_name, level, elf.size, written.size, tuple(removed),
-                           written.overlay, _kept_notes(elf, plan), tuple(messages), elf.is_relocatable)
+        return StripResult(
+            input_path,
+            output_name,
+            level,
+            elf.size,
+            written.size,
+            tuple(removed),
+            written.overlay,
+            _kept_notes(elf, plan),
+            tuple(messages),
+            elf.is_relocatable,
+        )
 
 
 def strip(
@@ -423,9 +501,16 @@ def strip(
     try:
         with fileops.atomic_target(target, like=source, preserve_dates=preserve_dates) as tmp:
             with fileops.open_new(tmp, name=target) as fd:
-                result = strip_to_fd(source, fd, output_name=target, level=level, keep_sections=keep_sections,
-                                     remove_sections=remove_sections,
-                                     debuglink=companion.link if companion is not None else None, force=force)
+                result = strip_to_fd(
+                    source,
+                    fd,
+                    output_name=target,
+                    level=level,
+                    keep_sections=keep_sections,
+                    remove_sections=remove_sections,
+                    debuglink=companion.link if companion is not None else None,
+                    force=force,
+                )
             if companion is not None:
                 result = dataclasses.replace(result, debug_file=companion.install(like=source))
             return result

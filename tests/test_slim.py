@@ -31,8 +31,9 @@ int main(int argc, char **argv) {
 
 
 def binslim_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "binslim", *args], capture_output=True, text=True,
-                          timeout=TIMEOUT, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "binslim", *args], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
 
 
 @pytest.fixture
@@ -45,8 +46,18 @@ def self_size_program(tmp_path: Path) -> Path:
 
 
 def test_public_api_is_explicit() -> None:
-    for name in ("slim", "strip", "compress", "verify", "SlimResult", "StripResult", "UpxResult", "VerifyResult",
-                 "BinslimError", "VerificationError"):
+    for name in (
+        "slim",
+        "strip",
+        "compress",
+        "verify",
+        "SlimResult",
+        "StripResult",
+        "UpxResult",
+        "VerifyResult",
+        "BinslimError",
+        "VerificationError",
+    ):
         assert name in binslim.__all__
         assert getattr(binslim, name) is not None
     assert issubclass(binslim.VerificationError, binslim.BinslimError)
@@ -83,8 +94,9 @@ def test_cli_json_matches_the_schema(fixtures: dict[str, Fixture], tmp_path: Pat
     assert document["results"][0]["status"] == "failed"
 
 
-def test_changed_behaviour_fails_with_exit_3_and_installs_nothing(self_size_program: Path,
-                                                                  tmp_path: Path) -> None:
+def test_changed_behaviour_fails_with_exit_3_and_installs_nothing(
+    self_size_program: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     done = binslim_cli(str(self_size_program), "-o", str(out), "--verify-args", "")
     assert done.returncode == 3, done.stdout + done.stderr
@@ -124,14 +136,16 @@ def test_verified_packed_binary_reports_startup(fixtures: dict[str, Fixture], tm
 def test_auto_method_keeps_the_smallest_within_budget(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
     require_tool("upx")
     program = stage_fixture(fixtures, "hello-go", tmp_path / "in")
-    generous = binslim.slim(program, tmp_path / "generous", upx_method="auto", max_startup_ms=10_000,
-                            verify_runs=3)
+    generous = binslim.slim(
+        program, tmp_path / "generous", upx_method="auto", max_startup_ms=10_000, verify_runs=3
+    )
     assert generous.upx is not None and generous.packed_size is not None
     lzma = binslim.slim(program, tmp_path / "lzma", upx_method="lzma", verify=False)
     nrv = binslim.slim(program, tmp_path / "nrv", upx_method="nrv", verify=False)
     assert generous.final_size == min(lzma.final_size, nrv.final_size)
-    impossible = binslim.slim(program, tmp_path / "impossible", upx_method="auto", max_startup_ms=-1000,
-                              verify_runs=3)
+    impossible = binslim.slim(
+        program, tmp_path / "impossible", upx_method="auto", max_startup_ms=-1000, verify_runs=3
+    )
     assert impossible.packed_size is None and "budget" in impossible.upx_reason
     assert impossible.final_size == impossible.stripped_size
 

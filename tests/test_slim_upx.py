@@ -22,8 +22,14 @@ UPX_MISSING = "upx not found: install Debian's upx-ucl (bookworm-backports), set
 
 
 def binslim(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "binslim", *args], capture_output=True, text=True,
-                          timeout=TIMEOUT, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "binslim", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env,
+        check=False,
+    )
 
 
 def same_behaviour(fixtures: dict[str, Fixture], name: str, candidate: Path, tmp_path: Path) -> None:
@@ -33,13 +39,17 @@ def same_behaviour(fixtures: dict[str, Fixture], name: str, candidate: Path, tmp
         original = stage_fixture(fixtures, name, original_dir)
         staged = stage_fixture(fixtures, name, candidate_dir)
         shutil.copy2(candidate, staged)
-        assert run_fixture(fixture, path=staged, args=args, cwd=candidate_dir) == \
-            run_fixture(fixture, path=original, args=args, cwd=original_dir)
+        assert run_fixture(fixture, path=staged, args=args, cwd=candidate_dir) == run_fixture(
+            fixture, path=original, args=args, cwd=original_dir
+        )
 
 
-@pytest.mark.parametrize("name", ["go-cmd", "hello-c-static", "hello-c-static-pie", "hello-c-musl", "hello-cxx",
-                                  "hello-rust"])
-def test_packed_output_behaves_like_the_original(fixtures: dict[str, Fixture], name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "name", ["go-cmd", "hello-c-static", "hello-c-static-pie", "hello-c-musl", "hello-cxx", "hello-rust"]
+)
+def test_packed_output_behaves_like_the_original(
+    fixtures: dict[str, Fixture], name: str, tmp_path: Path
+) -> None:
     require_tool("upx")
     out = tmp_path / "packed"
     done = binslim(fixtures[name].path, "-o", str(out), "--upx", "--no-verify", "--json")
@@ -54,8 +64,9 @@ def test_packed_output_behaves_like_the_original(fixtures: dict[str, Fixture], n
 
 def test_report_shows_three_sizes_and_method(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
     require_tool("upx")
-    done = binslim(fixtures["hello-go"].path, "-o", str(tmp_path / "out"), "--upx", "--upx-method", "lzma",
-                   "--no-verify")
+    done = binslim(
+        fixtures["hello-go"].path, "-o", str(tmp_path / "out"), "--upx", "--upx-method", "lzma", "--no-verify"
+    )
     assert done.returncode == 0, done.stderr
     for label in ("original", "stripped", "packed", "final"):
         assert f"  {label}" in done.stdout
@@ -70,9 +81,12 @@ def test_cmd_go_no_bigger_than_the_story_pipeline(fixtures: dict[str, Fixture], 
     ours = tmp_path / "ours"
     assert binslim(source, "-o", str(ours), "--upx", "--no-verify").returncode == 0
     stripped, packed = tmp_path / "stripped", tmp_path / "packed"
-    subprocess.run([require_tool("strip"), "--strip-unneeded", "-o", str(stripped), source], check=True,
-                   timeout=TIMEOUT)
-    subprocess.run([upx, "-q", "-o", str(packed), str(stripped)], check=True, capture_output=True, timeout=TIMEOUT)
+    subprocess.run(
+        [require_tool("strip"), "--strip-unneeded", "-o", str(stripped), source], check=True, timeout=TIMEOUT
+    )
+    subprocess.run(
+        [upx, "-q", "-o", str(packed), str(stripped)], check=True, capture_output=True, timeout=TIMEOUT
+    )
     assert ours.stat().st_size <= packed.stat().st_size
 
 
@@ -151,8 +165,9 @@ def test_missing_upx_is_a_clear_error(fixtures: dict[str, Fixture], tmp_path: Pa
     assert [p.name for p in tmp_path.iterdir()] == []
 
 
-def test_missing_upx_through_the_library(fixtures: dict[str, Fixture], tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_upx_through_the_library(
+    fixtures: dict[str, Fixture], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("BINSLIM_UPX", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
     with pytest.raises(ToolNotFoundError, match="install Debian's upx-ucl"):

@@ -1,4 +1,5 @@
-"""The strip engine against real oracles: GNU strip / llvm-strip for size, readelf and eu-elflint for validity,
+"""The strip engine against real oracles: GNU strip / llvm-strip for size, readelf and eu-elflint for
+validity,
 pyelftools as an independent reader, and running each fixture for behaviour."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Low-level ELF layout: reading headers (reader), streaming bytes (copy) and writing a new layout (writer)."""
+"""Low-level ELF layout: reading headers (reader), streaming bytes (copy), writing a new layout (writer)."""
 
 from .reader import ElfFile, Section, Segment
 

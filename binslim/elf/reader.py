@@ -12,7 +12,7 @@ import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from ..errors import MalformedELFError, NotELFError, file_error
 from . import constants as c
@@ -116,8 +116,16 @@ class Layout:
 
     def pack_shdr(self, s: Section) -> bytes:
         return self.shdr.pack(
-            s.sh_name, s.sh_type, s.sh_flags, s.sh_addr, s.sh_offset, s.sh_size,
-            s.sh_link, s.sh_info, s.sh_addralign, s.sh_entsize,
+            s.sh_name,
+            s.sh_type,
+            s.sh_flags,
+            s.sh_addr,
+            s.sh_offset,
+            s.sh_size,
+            s.sh_link,
+            s.sh_info,
+            s.sh_addralign,
+            s.sh_entsize,
         )
 
 
@@ -250,8 +258,20 @@ class ElfFile:
         if self.size < layout.ehdr.size:
             raise self._malformed("truncated ELF header")
         (
-            _, e_type, e_machine, _version, e_entry, e_phoff, e_shoff, e_flags,
-            e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx,
+            _,
+            e_type,
+            e_machine,
+            _version,
+            e_entry,
+            e_phoff,
+            e_shoff,
+            e_flags,
+            e_ehsize,
+            e_phentsize,
+            e_phnum,
+            e_shentsize,
+            e_shnum,
+            e_shstrndx,
         ) = layout.ehdr.unpack(self.read(0, layout.ehdr.size))
 
         sections_raw: list[tuple[int, ...]] = []
@@ -273,13 +293,16 @@ class ElfFile:
             table_end = e_shoff + e_shnum * layout.shdr.size
             if table_end > self.size:
                 raise self._malformed(
-                    f"section header table ({e_shnum} entries at offset {e_shoff}) is past the end of the file"
+                    f"section header table ({e_shnum} entries at offset {e_shoff})"
+                    " is past the end of the file"
                 )
             table = self.read(e_shoff, e_shnum * layout.shdr.size)
             sections_raw = list(layout.shdr.iter_unpack(table))
             del table
             if e_shstrndx >= e_shnum:
-                raise self._malformed(f"section name table index {e_shstrndx} out of range (0..{e_shnum - 1})")
+                raise self._malformed(
+                    f"section name table index {e_shstrndx} out of range (0..{e_shnum - 1})"
+                )
         else:
             e_shnum = 0
             e_shstrndx = 0
@@ -291,10 +314,21 @@ class ElfFile:
                 raise self._malformed(f"program header table at offset {e_phoff} is past the end of the file")
 
         self.header = ElfHeader(
-            elfclass=elfclass, little_endian=layout.little_endian, osabi=ident[7], e_type=e_type,
-            e_machine=e_machine, e_entry=e_entry, e_phoff=e_phoff, e_shoff=e_shoff, e_flags=e_flags,
-            e_ehsize=e_ehsize, e_phentsize=e_phentsize, e_phnum=e_phnum, e_shentsize=e_shentsize,
-            e_shnum=e_shnum, e_shstrndx=e_shstrndx,
+            elfclass=elfclass,
+            little_endian=layout.little_endian,
+            osabi=ident[7],
+            e_type=e_type,
+            e_machine=e_machine,
+            e_entry=e_entry,
+            e_phoff=e_phoff,
+            e_shoff=e_shoff,
+            e_flags=e_flags,
+            e_ehsize=e_ehsize,
+            e_phentsize=e_phentsize,
+            e_phnum=e_phnum,
+            e_shentsize=e_shentsize,
+            e_shnum=e_shnum,
+            e_shstrndx=e_shstrndx,
         )
         self.segments = self._parse_segments()
         self.sections = self._parse_sections(sections_raw)
@@ -327,41 +361,87 @@ class ElfFile:
         name_of = self._name_reader(names_source)
         sections = []
         for index, fields in enumerate(sections_raw):
-            sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, sh_info, sh_align, sh_entsize = fields
+            (
+                sh_name,
+                sh_type,
+                sh_flags,
+                sh_addr,
+                sh_offset,
+                sh_size,
+                sh_link,
+                sh_info,
+                sh_align,
+                sh_entsize,
+            ) = fields
             if index == 0:
                 # Section 0 is a placeholder; its size/link/info may hold extended counts, never bytes.
-                sections.append(Section(0, "", 0, sh_type, sh_flags, sh_addr, sh_offset, sh_size,
-                                        sh_link, sh_info, sh_align, sh_entsize))
+                sections.append(
+                    Section(
+                        0,
+                        "",
+                        0,
+                        sh_type,
+                        sh_flags,
+                        sh_addr,
+                        sh_offset,
+                        sh_size,
+                        sh_link,
+                        sh_info,
+                        sh_align,
+                        sh_entsize,
+                    )
+                )
                 continue
             name = name_of(sh_name, index)
-            section = Section(index, name, sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size,
-                              sh_link, sh_info, sh_align, sh_entsize)
+            section = Section(
+                index,
+                name,
+                sh_name,
+                sh_type,
+                sh_flags,
+                sh_addr,
+                sh_offset,
+                sh_size,
+                sh_link,
+                sh_info,
+                sh_align,
+                sh_entsize,
+            )
             if section.has_file_bytes and section.file_end > self.size:
                 raise self._malformed(
                     f"section {index} ({name or '?'}) at offset {sh_offset}, {sh_size} bytes,"
                     " extends past the end of the file"
                 )
             if sh_link >= count:
-                raise self._malformed(f"section {index} ({name or '?'}) links to section {sh_link},"
-                                      f" which does not exist")
+                raise self._malformed(
+                    f"section {index} ({name or '?'}) links to section {sh_link}, which does not exist"
+                )
             if sh_type in (c.SHT_SYMTAB, c.SHT_DYNSYM, c.SHT_GROUP) and sh_flags & c.SHF_INFO_LINK:
-                raise self._malformed(f"section {index} ({name or '?'}) is flagged SHF_INFO_LINK, but its"
-                                      " sh_info is a symbol index")
-            if sh_type in (c.SHT_SYMTAB, c.SHT_DYNSYM) and sh_link \
-                    and sections_raw[sh_link][1] != c.SHT_STRTAB:
-                raise self._malformed(f"symbol table {index} ({name or '?'}) takes its names from section"
-                                      f" {sh_link}, which is not a string table")
+                raise self._malformed(
+                    f"section {index} ({name or '?'}) is flagged SHF_INFO_LINK, but its"
+                    " sh_info is a symbol index"
+                )
+            if (
+                sh_type in (c.SHT_SYMTAB, c.SHT_DYNSYM)
+                and sh_link
+                and sections_raw[sh_link][1] != c.SHT_STRTAB
+            ):
+                raise self._malformed(
+                    f"symbol table {index} ({name or '?'}) takes its names from section"
+                    f" {sh_link}, which is not a string table"
+                )
             sections.append(section)
         return sections
 
-    def _name_reader(self, names_source: Optional[tuple[int, ...]]):  # type: ignore[no-untyped-def]
+    def _name_reader(self, names_source: tuple[int, ...] | None):  # type: ignore[no-untyped-def]
         if names_source is None:
             return lambda offset, index: ""
         strtab_offset, strtab_size = names_source[4], names_source[5]
         if names_source[1] != c.SHT_STRTAB or names_source[2] & c.SHF_ALLOC:
             # The writer rebuilds the names in place of this section, which a loaded one cannot allow.
-            raise self._malformed(f"section name table (section {self.header.e_shstrndx}) is not an unloaded"
-                                  " string table")
+            raise self._malformed(
+                f"section name table (section {self.header.e_shstrndx}) is not an unloaded string table"
+            )
         if names_source[1] == c.SHT_NOBITS or strtab_offset + strtab_size > self.size:
             raise self._malformed("section name table extends past the end of the file")
         whole = self.read(strtab_offset, strtab_size) if strtab_size <= _SHSTRTAB_READ_WHOLE_LIMIT else None
@@ -370,7 +450,9 @@ class ElfFile:
             if offset >= strtab_size:
                 if offset == 0:
                     return ""
-                raise self._malformed(f"section {index} name offset {offset} is past the end of the name table")
+                raise self._malformed(
+                    f"section {index} name offset {offset} is past the end of the name table"
+                )
             if whole is not None:
                 end = whole.find(b"\0", offset)
                 raw = whole[offset:] if end < 0 else whole[offset:end]
@@ -413,7 +495,7 @@ class ElfFile:
         return max([self.header_end] + [s.file_end for s in self.segments if s.p_filesz])
 
     @functools.cached_property
-    def zero_tail(self) -> Optional[tuple[Segment, int]]:
+    def zero_tail(self) -> tuple[Segment, int] | None:
         """(segment, new file end) when the last segment ends in zero padding past its last section.
 
         The loader zero-fills a PT_LOAD's memory beyond p_filesz, so ending the file part at the last
@@ -424,12 +506,17 @@ class ElfFile:
         if len(last) != 1 or last[0].p_type != c.PT_LOAD or last[0].p_memsz < last[0].p_filesz:
             return None
         segment = last[0]
-        inside = [s.file_end for s in self.sections
-                  if s.has_file_bytes and s.sh_offset < end and s.file_end > segment.p_offset]
+        inside = [
+            s.file_end
+            for s in self.sections
+            if s.has_file_bytes and s.sh_offset < end and s.file_end > segment.p_offset
+        ]
         if not inside:
             return None
-        new_end = max([max(inside), self.header_end] +
-                      [s.file_end for s in self.segments if s.p_filesz and s is not segment])
+        new_end = max(
+            [max(inside), self.header_end]
+            + [s.file_end for s in self.segments if s.p_filesz and s is not segment]
+        )
         if not segment.p_offset < new_end < end or end - new_end > _MAX_ZERO_TAIL:
             return None
         if self.read(new_end, end - new_end).count(0) != end - new_end:

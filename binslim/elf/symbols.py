@@ -77,7 +77,7 @@ class SymbolRewrite:
                 if sym[0] >= len(old):
                     raise file_error(self.elf.path, f"symbol #{index} name is past the end of {strtab.name}")
                 end = old.find(b"\0", sym[0])
-                names[sym[0]] = old[sym[0]:end if end >= 0 else len(old)].decode(NAME_ENCODING)
+                names[sym[0]] = old[sym[0] : end if end >= 0 else len(old)].decode(NAME_ENCODING)
                 budget -= len(names[sym[0]])
                 if budget < 0:
                     return  # keep the table as it is
@@ -131,8 +131,11 @@ class SymbolRewrite:
 
     def _keep(self, index: int, sym: tuple[int, ...], shndx: int) -> bool:
         if (0 < shndx < c.SHN_LORESERVE or sym[5] == c.SHN_XINDEX) and shndx >= len(self.elf.sections):
-            raise file_error(self.elf.path, f"{self.symtab.name}: symbol #{index} is in section {shndx},"
-                             " which does not exist", MalformedELFError)
+            raise file_error(
+                self.elf.path,
+                f"{self.symtab.name}: symbol #{index} is in section {shndx}, which does not exist",
+                MalformedELFError,
+            )
         if index == 0:
             return True
         symbol_type = sym[3] & 0xF
@@ -145,8 +148,9 @@ class SymbolRewrite:
             return True
         if symbol_type == c.STT_SECTION or sym[3] >> 4 == 0:
             return False  # section symbols and locals of a removed section go with it
-        raise file_error(self.elf.path, f"global symbol #{index} is defined in a removed section",
-                         UnsupportedError)
+        raise file_error(
+            self.elf.path, f"global symbol #{index} is defined in a removed section", UnsupportedError
+        )
 
     # -- writing ----------------------------------------------------------------------------------------
 
@@ -191,15 +195,20 @@ class SymbolRewrite:
 
     def new_symbol(self, old: int, where: str) -> int:
         if old >= len(self.symbol_map) or self.symbol_map[old] < 0:
-            raise file_error(self.elf.path, f"{where} refers to symbol #{old}, which is removed or missing",
-                             UnsupportedError)
+            raise file_error(
+                self.elf.path,
+                f"{where} refers to symbol #{old}, which is removed or missing",
+                UnsupportedError,
+            )
         return int(self.symbol_map[old])
 
     def relocation_chunks(self, relocs: Section) -> Iterator[bytes]:
         """The relocation section with symbol indices renumbered."""
         layout = self.elf.layout
         if layout.is64 and self.elf.header.e_machine == c.EM_MIPS:
-            raise file_error(self.elf.path, "renumbering MIPS64 relocations is not supported", UnsupportedError)
+            raise file_error(
+                self.elf.path, "renumbering MIPS64 relocations is not supported", UnsupportedError
+            )
         rela = relocs.sh_type == c.SHT_RELA
         if layout.is64:
             fmt, shift, type_mask = ("QQq" if rela else "QQ"), 32, 0xFFFFFFFF
@@ -236,8 +245,10 @@ def referenced_symbols(elf: ElfFile, symtab: Section, users: Iterable[Section]) 
         shift = 32 if layout.is64 else 8
         entry = struct.Struct(layout.order + fmt)
         for chunk in elf.iter_section_chunks(user._replace(sh_entsize=entry.size)):
-            used.update(fields[1] >> shift for fields in entry.iter_unpack(chunk[: len(chunk) // entry.size
-                                                                                  * entry.size]))
+            used.update(
+                fields[1] >> shift
+                for fields in entry.iter_unpack(chunk[: len(chunk) // entry.size * entry.size])
+            )
     return used
 
 

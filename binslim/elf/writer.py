@@ -10,7 +10,7 @@ import os
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable
 
 from ..errors import UnsupportedError, file_error
 from . import constants as c
@@ -27,8 +27,8 @@ class OutputSection:
     original: Section
     sh_link: int
     sh_info: int
-    content: Optional[Callable[[], Iterable[bytes]]] = None
-    content_size: Optional[int] = None
+    content: Callable[[], Iterable[bytes]] | None = None
+    content_size: int | None = None
     sh_offset: int = field(default=0, init=False)
 
     @property
@@ -70,8 +70,12 @@ def plan_size(elf: ElfFile, sections: Sequence[OutputSection]) -> int:
     return _assign_offsets(elf, sections)[0]
 
 
-def _assign_offsets(elf: ElfFile, sections: Sequence[OutputSection]) -> tuple[int, int, int, bytes, dict[str, int]]:
-    """Give every output section its offset. Returns (total size, shstrtab offset, table offset, names, offsets)."""
+def _assign_offsets(
+    elf: ElfFile, sections: Sequence[OutputSection]
+) -> tuple[int, int, int, bytes, dict[str, int]]:
+    """Give every output section its offset.
+
+    Returns (total size, shstrtab offset, table offset, names, name offsets)."""
     prefix_end = elf.loaded_end
     position = prefix_end
     shstrndx = elf.header.e_shstrndx
@@ -119,7 +123,9 @@ def write_layout(elf: ElfFile, sections: Sequence[OutputSection], dst_fd: int) -
                 write_all(dst_fd, chunk, out.sh_offset + written)
                 written += len(chunk)
             if written != out.size:
-                raise AssertionError(f"section {out.original.name}: wrote {written} bytes, planned {out.size}")
+                raise AssertionError(
+                    f"section {out.original.name}: wrote {written} bytes, planned {out.size}"
+                )
         position = out.sh_offset + out.size
 
     if shstrndx_old:
@@ -142,11 +148,17 @@ def write_layout(elf: ElfFile, sections: Sequence[OutputSection], dst_fd: int) -
             info = original.sh_info if raw_phnum == c.PN_XNUM else 0
             entry = Section(0, "", 0, c.SHT_NULL, 0, 0, 0, size, link, info, 0, 0)
         elif original.index == shstrndx_old:
-            entry = original._replace(sh_name=name_offsets[original.name], sh_offset=names_offset,
-                                      sh_size=len(names), sh_link=0)
+            entry = original._replace(
+                sh_name=name_offsets[original.name], sh_offset=names_offset, sh_size=len(names), sh_link=0
+            )
         else:
-            entry = original._replace(sh_name=name_offsets[original.name], sh_offset=out.sh_offset,
-                                      sh_size=out.size, sh_link=out.sh_link, sh_info=out.sh_info)
+            entry = original._replace(
+                sh_name=name_offsets[original.name],
+                sh_offset=out.sh_offset,
+                sh_size=out.size,
+                sh_link=out.sh_link,
+                sh_info=out.sh_info,
+            )
         table += layout.pack_shdr(entry)
     _pad(dst_fd, position, table_offset)
     write_all(dst_fd, bytes(table), table_offset)
@@ -158,8 +170,13 @@ def write_layout(elf: ElfFile, sections: Sequence[OutputSection], dst_fd: int) -
     assert position == total, (position, total)
 
     _patch_zero_tail(elf, dst_fd)
-    _patch_section_table_fields(elf, dst_fd, table_offset, count if count < c.SHN_LORESERVE else 0,
-                                shstrndx_new if shstrndx_new < c.SHN_LORESERVE else c.SHN_XINDEX)
+    _patch_section_table_fields(
+        elf,
+        dst_fd,
+        table_offset,
+        count if count < c.SHN_LORESERVE else 0,
+        shstrndx_new if shstrndx_new < c.SHN_LORESERVE else c.SHN_XINDEX,
+    )
     return WrittenLayout(size=total, overlay=elf.overlay_size, section_count=count)
 
 
@@ -171,8 +188,9 @@ def added_section(
     Its ``original`` is a synthetic Section numbered past the input's sections (``number`` tells several
     added sections apart) and placed at the input's end, so offsets and renumbering treat it as the last.
     """
-    synthetic = Section(len(elf.sections) + number, name, 0, sh_type, 0, 0, elf.size, len(data), 0, 0,
-                        align, 0)
+    synthetic = Section(
+        len(elf.sections) + number, name, 0, sh_type, 0, 0, elf.size, len(data), 0, 0, align, 0
+    )
     return OutputSection(synthetic, 0, 0, content=lambda: [data], content_size=len(data))
 
 
@@ -188,8 +206,10 @@ def headerless_end(elf: ElfFile) -> tuple[int, Segment | None]:
     if len(last) != 1 or last[0].p_type != c.PT_LOAD or last[0].p_memsz < last[0].p_filesz:
         return end, None
     segment = last[0]
-    floor = max([elf.header_end, segment.p_offset] +
-                [p.file_end for p in elf.segments if p.p_filesz and p is not segment])
+    floor = max(
+        [elf.header_end, segment.p_offset]
+        + [p.file_end for p in elf.segments if p.p_filesz and p is not segment]
+    )
     new_end = end
     while new_end > floor:
         start = max(floor, new_end - _ZERO_SCAN_CHUNK)
@@ -237,8 +257,9 @@ def _patch_section_table_fields(elf: ElfFile, fd: int, shoff: int, shnum: int, s
     phdrs_end = phdrs_start + elf.header.e_phnum * layout.phdr.size
     if elf.header.e_phnum and phdrs_start < layout.e_shstrndx_at + 2 and shoff_at < phdrs_end:
         # Patching these fields would rewrite program headers that share their bytes.
-        raise file_error(elf.path, "the program headers overlap the ELF header's section table fields",
-                         UnsupportedError)
+        raise file_error(
+            elf.path, "the program headers overlap the ELF header's section table fields", UnsupportedError
+        )
     write_all(fd, struct.pack(layout.order + shoff_fmt, shoff), shoff_at)
     write_all(fd, struct.pack(layout.order + "H", shnum), layout.e_shnum_at)
     write_all(fd, struct.pack(layout.order + "H", shstrndx), layout.e_shstrndx_at)
