@@ -418,11 +418,12 @@ int main(int argc, char** argv) {
 BIG_FLAGS = ("-std=c++17", "-g", "-O0")
 
 
-def big_binary(tools: Tools) -> Input:
-    """Build (or reuse) build/bench/big-cxx/big-cxx-debug: a C++ debug build of more than 50 MB."""
+def big_binary(tools: Tools, units_count: int = BIG_UNITS) -> Input:
+    """Build (or reuse) build/bench/big-cxx[-N]/big-cxx-debug: a C++ debug build, about 1.2 MB per unit
+    (58 MB with the default 48 units)."""
     if tools.gxx is None:
         raise BenchError("g++ not found: install Debian's g++ (bash scripts/install.sh --test)")
-    out_dir = BENCH_DIR / "big-cxx"
+    out_dir = BENCH_DIR / ("big-cxx" if units_count == BIG_UNITS else f"big-cxx-{units_count}")
     binary = out_dir / "big-cxx-debug"
     stamp = out_dir / "key"
     key = hashlib.sha256(
@@ -430,7 +431,7 @@ def big_binary(tools: Tools) -> Input:
             [
                 BIG_UNIT_SOURCE,
                 BIG_MAIN_SOURCE,
-                str(BIG_UNITS),
+                str(units_count),
                 *BIG_FLAGS,
                 tools.gxx,
                 first_line([tools.gxx, "--version"]),
@@ -442,7 +443,7 @@ def big_binary(tools: Tools) -> Input:
         return Input(binary.name, binary, "exec", "generated", ("--version",))
 
     say(
-        f"building {binary.relative_to(REPO_ROOT)}: {BIG_UNITS} C++ units at {' '.join(BIG_FLAGS)}"
+        f"building {binary.relative_to(REPO_ROOT)}: {units_count} C++ units at {' '.join(BIG_FLAGS)}"
         f" on {os.cpu_count()} cores (about 30 s per 2 cores), cached afterwards"
     )
     started = time.perf_counter()
@@ -451,7 +452,7 @@ def big_binary(tools: Tools) -> Input:
     work_dir.mkdir(parents=True)
     try:
         units = []
-        for unit in range(BIG_UNITS):
+        for unit in range(units_count):
             source = BIG_UNIT_SOURCE.replace("@UNIT@", str(unit))
             for slot in range(4):
                 source = source.replace(f"@N{slot}@", str(unit * 4 + slot))
@@ -459,8 +460,8 @@ def big_binary(tools: Tools) -> Input:
             path.write_text(source)
             units.append(path)
         main_source = BIG_MAIN_SOURCE.replace(
-            "@DECLARATIONS@", "".join(f"std::size_t unit{u}_entry(int seed);\n" for u in range(BIG_UNITS))
-        ).replace("@CALLS@", "".join(f"    total += unit{u}_entry(argc);\n" for u in range(BIG_UNITS)))
+            "@DECLARATIONS@", "".join(f"std::size_t unit{u}_entry(int seed);\n" for u in range(units_count))
+        ).replace("@CALLS@", "".join(f"    total += unit{u}_entry(argc);\n" for u in range(units_count)))
         main_path = work_dir / "main.cpp"
         main_path.write_text(main_source)
         units.append(main_path)
@@ -1337,6 +1338,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure here as JSON")
     parser.add_argument(
+        "--big-units",
+        type=int,
+        default=BIG_UNITS,
+        help=f"C++ units of the generated big binary (default {BIG_UNITS}: about 58 MB; 480: about 580 MB)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="cProfile binslim.strip() on the largest input and print where the time goes",
@@ -1386,7 +1393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         inputs = list(load_fixtures().values())
         say(f"{len(inputs)} fixtures from {FIXTURES_DIR.relative_to(REPO_ROOT)} (testdata/build.py)")
         if not options.quick:
-            inputs.append(big_binary(tools))
+            inputs.append(big_binary(tools, options.big_units))
             say(
                 f"big binary: {inputs[-1].path.relative_to(REPO_ROOT)}"
                 f" ({fmt_units(inputs[-1].path.stat().st_size)})"
