@@ -14,7 +14,7 @@ from .elf import constants as c
 from .elf.copy import copy_range
 from .elf.reader import ElfFile, Section
 from .elf.symbols import SymbolRewrite, group_members, pack_group, referenced_symbols
-from .elf.writer import OutputSection, plan_size, write_layout
+from .elf.writer import OutputSection, loaded_blocks, plan_size, write_layout
 from .errors import BinslimError, UnsupportedError, file_error
 
 if TYPE_CHECKING:
@@ -381,14 +381,15 @@ def _private_strtab(elf: ElfFile, symtab: Section, kept: list[Section]) -> Secti
 
 
 def _saved_by_section(plan: StripPlan) -> list[RemovedSection]:
-    """Bytes each removal saves: sections inside the copied prefix save nothing."""
-    prefix_end = plan.elf.loaded_end
+    """Bytes each removal saves: the parts of a section inside a copied block of loaded bytes save nothing."""
+    blocks = loaded_blocks(plan.elf, {s.index for s in plan.kept()})
     result = []
     for index, kind in sorted(plan.removed.items()):
         s = plan.elf.sections[index]
         saved = 0
         if s.has_file_bytes:
-            saved = max(0, s.file_end - max(s.sh_offset, prefix_end))
+            covered = sum(max(0, min(s.file_end, b.end) - max(s.sh_offset, b.start)) for b in blocks)
+            saved = s.sh_size - covered
         result.append(RemovedSection(s.name, kind, saved))
     return result
 

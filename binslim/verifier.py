@@ -193,6 +193,8 @@ def _static_check(original: str, result: str, *, packed: bool) -> _ElfFacts:
             if field == "p_filesz" and _trims_zeros_only(before, old_seg, new_seg):
                 trimmed.append(index)
                 continue
+            if field == "p_offset" and (new_seg[field] - old_seg[field]) % max(1, old_seg["p_align"]) == 0:
+                continue  # moved down over removed sections, still congruent to p_vaddr; bytes compared below
             raise fail(
                 f"segment {index} ({old_seg['p_type']}) {field} changed: "
                 f"{_show(old_seg[field])}→{_show(new_seg[field])}"
@@ -216,35 +218,38 @@ def _trims_zeros_only(facts: _ElfFacts, old_seg: dict[str, Any], new_seg: dict[s
 def _compare_segment_bytes(
     before: _ElfFacts, after: _ElfFacts, trimmed: Sequence[int], fail: Callable[[str], VerificationError]
 ) -> None:
-    """Every byte a program header maps from the file must be the same, except the header fields that
-    locate the section table, and the p_filesz of segments whose zero tail was trimmed."""
-    ranges = sorted(
-        (seg["p_offset"], seg["p_offset"] + seg["p_filesz"]) for seg in after.segments if seg["p_filesz"] > 0
-    )
-    merged: list[list[int]] = []
-    for start, end in ranges:
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    masked = _section_table_field_spans(before.is64)
-    field_at, field_size = (32, 8) if before.is64 else (16, 4)  # p_filesz within a program header
-    for index in trimmed:
-        entry = before.header["e_phoff"] + index * before.header["e_phentsize"]
-        masked.append((entry + field_at, entry + field_at + field_size))
+    """Every byte a program header maps from the file must be the same, wherever the segment now starts,
+    except the header fields that locate the section table and the segments (p_offset, and the p_filesz of
+    segments whose zero tail was trimmed)."""
+    old_masks, new_masks = _header_masks(before, trimmed), _header_masks(after, trimmed)
     with open(before.path, "rb") as old_file, open(after.path, "rb") as new_file:
-        for start, end in merged:
-            for offset in range(start, end, _CHUNK):
-                size = min(_CHUNK, end - offset)
-                old_chunk = _masked(_read_at(old_file, offset, size), offset, masked)
-                new_chunk = _masked(_read_at(new_file, offset, size), offset, masked)
+        for new_seg, old_seg in zip(after.segments, before.segments):
+            size, old_start, new_start = new_seg["p_filesz"], old_seg["p_offset"], new_seg["p_offset"]
+            for done in range(0, size, _CHUNK):
+                length = min(_CHUNK, size - done)
+                old_chunk = _masked(_read_at(old_file, old_start + done, length), old_start + done, old_masks)
+                new_chunk = _masked(_read_at(new_file, new_start + done, length), new_start + done, new_masks)
                 if len(new_chunk) < len(old_chunk):
                     raise fail(
-                        f"file ends at {offset + len(new_chunk):#x}, inside a segment ending at {end:#x}"
+                        f"file ends at {new_start + done + len(new_chunk):#x}, inside a segment ending at"
+                        f" {new_start + size:#x}"
                     )
                 if old_chunk != new_chunk[: len(old_chunk)]:
                     position = next(i for i, (a, b) in enumerate(zip(old_chunk, new_chunk)) if a != b)
-                    raise fail(_describe_changed_byte(before, offset + position))
+                    raise fail(_describe_changed_byte(before, old_start + done + position))
+
+
+def _header_masks(facts: _ElfFacts, trimmed: Sequence[int]) -> list[tuple[int, int]]:
+    """File spans of the header fields stripping may change in ``facts``' file."""
+    masked = _section_table_field_spans(facts.is64)
+    offset_at, offset_size = (8, 8) if facts.is64 else (4, 4)  # p_offset within a program header
+    filesz_at, filesz_size = (32, 8) if facts.is64 else (16, 4)  # p_filesz
+    for index in range(len(facts.segments)):
+        entry = facts.header["e_phoff"] + index * facts.header["e_phentsize"]
+        masked.append((entry + offset_at, entry + offset_at + offset_size))
+        if index in trimmed:
+            masked.append((entry + filesz_at, entry + filesz_at + filesz_size))
+    return masked
 
 
 def _masked(chunk: bytes, offset: int, spans: Sequence[tuple[int, int]]) -> bytes:

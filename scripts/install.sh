@@ -223,7 +223,7 @@ ensure_python
 
 # --- test toolchain ------------------------------------------------------------------------------------
 if [ "$want_test" -eq 1 ]; then
-    apt_install gcc g++ libc6-dev musl-tools qemu-user elfutils gdb binutils llvm time
+    apt_install gcc g++ libc6-dev musl-tools qemu-user elfutils gdb binutils llvm time patchelf
     apt_install -t "$backports" golang-1.23-go
     if ! find_rustc >/dev/null; then
         apt_install rustc

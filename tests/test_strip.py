@@ -4,6 +4,7 @@ pyelftools as an independent reader, and running each fixture for behaviour."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import struct
@@ -15,6 +16,7 @@ from elftools.elf.elffile import ELFFile
 
 from binslim import strip
 from binslim.elf.reader import ElfFile
+from binslim.verifier import static_check
 from testdata.build import Fixture, fixture_names
 from tests.helpers import (
     require_tool,
@@ -45,27 +47,34 @@ def reference_strip(fixture: Fixture, out: Path) -> Path:
     return out
 
 
-def loaded_bytes(path: str) -> list[tuple[int, int, bytes]]:
-    """(p_type, p_offset, file bytes) of every segment, read with pyelftools."""
+def loaded_bytes(path: str) -> list[tuple[int, int, int, int, bytes]]:
+    """(p_type, p_offset, p_vaddr, p_align, file bytes) of every segment, read with pyelftools."""
     with open(path, "rb") as handle:
         elf = ELFFile(handle)
         result = []
         for segment in elf.iter_segments():
             handle.seek(segment["p_offset"])
-            result.append((segment["p_type"], segment["p_offset"], handle.read(segment["p_filesz"])))
+            data = handle.read(segment["p_filesz"])
+            fields = (segment["p_type"], segment["p_offset"], segment["p_vaddr"], segment["p_align"])
+            result.append((*fields, data))
         return result
 
 
 def header_masked(path: str, data: bytes, start: int) -> bytes:
-    """Bytes of a segment starting at file offset ``start`` with the header fields a new section table
-    must change masked out: e_shoff, e_shnum, e_shstrndx, and each p_filesz (compared separately)."""
+    """Bytes of a segment starting at file offset ``start`` with the header fields a new layout must change
+    masked out: e_shoff, e_shnum, e_shstrndx, and each p_offset and p_filesz (compared separately)."""
     with ElfFile(path) as elf:
         layout, phoff, phnum = elf.layout, elf.header.e_phoff, elf.header.e_phnum
     masked = bytearray(data)
     at, fmt = layout.e_shoff_at
     spans = [(at, struct.calcsize(fmt)), (layout.e_shnum_at, 2), (layout.e_shstrndx_at, 2)]
-    filesz_at, filesz_len = (32, 8) if layout.is64 else (16, 4)
-    spans += [(phoff + i * layout.phdr.size + filesz_at, filesz_len) for i in range(phnum)]
+    word = 8 if layout.is64 else 4
+    offset_at, filesz_at = (8, 32) if layout.is64 else (4, 16)
+    for i in range(phnum):
+        spans += [
+            (phoff + i * layout.phdr.size + offset_at, word),
+            (phoff + i * layout.phdr.size + filesz_at, word),
+        ]
     for offset, length in spans:
         relative = offset - start
         if 0 <= relative and relative + length <= len(masked):
@@ -74,10 +83,15 @@ def header_masked(path: str, data: bytes, start: int) -> bytes:
 
 
 def assert_loaded_bytes_unchanged(original: str, stripped: str) -> None:
+    """Every segment maps the same bytes. A segment may start earlier in the file (moved down over removed
+    sections) only by a multiple of its alignment, so p_offset stays congruent to p_vaddr."""
     before, after = loaded_bytes(original), loaded_bytes(stripped)
-    assert [(t, o) for t, o, _ in before] == [(t, o) for t, o, _ in after]
-    for index, ((_, start, old), (_, _, new)) in enumerate(zip(before, after)):
-        old, new = header_masked(original, old, start), header_masked(stripped, new, start)
+    assert [(t, v, a) for t, _, v, a, _ in before] == [(t, v, a) for t, _, v, a, _ in after]
+    for index, (old_segment, new_segment) in enumerate(zip(before, after)):
+        _, old_offset, _, align, old = old_segment
+        _, new_offset, _, _, new = new_segment
+        assert new_offset <= old_offset and (old_offset - new_offset) % max(1, align) == 0, index
+        old, new = header_masked(original, old, old_offset), header_masked(stripped, new, new_offset)
         # A last segment may end earlier when only zero padding followed its last section.
         assert old[: len(new)] == new, f"segment {index} bytes changed"
         assert old[len(new) :].count(0) == len(old) - len(new), f"segment {index} lost non-zero bytes"
@@ -328,3 +342,34 @@ def test_extended_section_numbering(tmp_path: Path) -> None:
     symbol_line = next(line for line in readelf.stdout.splitlines() if line.endswith(" f65999"))
     section_line = next(line for line in readelf.stdout.splitlines() if " .text.f65999 " in line)
     assert symbol_line.split()[6] == section_line.split("]")[0].strip(" [")
+
+
+def test_segments_behind_removed_sections_move_down(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """patchelf (auditwheel uses it on every Python wheel) appends a loaded segment after the symbol table
+    and debug info. GNU strip moves that segment down over them; so must binslim, or it saves nothing."""
+    library = tmp_path / "libgreet.so"
+    shutil.copy2(fixtures["libgreet"].path, library)
+    long_rpath = "/opt/" + "x" * 200
+    patched = _run([require_tool("patchelf"), "--set-rpath", long_rpath, str(library)])
+    assert patched.returncode == 0, patched.stderr
+    with ElfFile(str(library)) as elf:
+        symtab = next(s for s in elf.sections if s.name == ".symtab")
+        assert any(p.p_type == 1 and p.p_offset > symtab.sh_offset for p in elf.segments), (
+            "layout as patchelf"
+        )
+    ours = tmp_path / "ours.so"
+    result = strip(library, ours)
+    reference = reference_strip(
+        dataclasses.replace(fixtures["libgreet"], path=str(library)), tmp_path / "gnu.so"
+    )
+    assert ours.stat().st_size <= reference.stat().st_size
+    assert result.removed_by_kind()["symbols"] > 0
+    assert_loaded_bytes_unchanged(str(library), str(ours))
+    static_check(str(library), str(ours), packed=False)
+    lint = _run([require_tool("eu-elflint"), "--gnu-ld", str(ours)])
+    assert lint.returncode == 0, lint.stdout
+    readelf = _run([require_tool("readelf"), "-a", "-W", str(ours)])
+    assert readelf.returncode == 0 and not readelf.stderr
+    assert long_rpath in _run([require_tool("readelf"), "-d", str(ours)]).stdout
+    returncode, stdout, _ = run_with_library(fixtures, "libgreet", ours, tmp_path / "app")
+    assert returncode == 0 and fixtures["libgreet"].expected_stdout in stdout

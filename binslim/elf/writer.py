@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -65,6 +65,67 @@ def build_string_table(names: Iterable[str]) -> tuple[bytes, dict[str, int]]:
     return bytes(table), offsets
 
 
+@dataclass(frozen=True)
+class LoadedBlock:
+    """A run of the input that segments (or the ELF and program headers) cover, copied as one piece.
+
+    Blocks after the first move down when removed sections lay in front of them (as GNU strip moves them);
+    ``new_start`` keeps ``start``'s remainder modulo the block's segment alignment, so every p_offset stays
+    congruent to its p_vaddr and every loaded byte is the same.
+    """
+
+    start: int
+    end: int
+    new_start: int
+    alignment: int
+
+    @property
+    def delta(self) -> int:
+        return self.new_start - self.start
+
+    @property
+    def new_end(self) -> int:
+        return self.new_start + self.end - self.start
+
+    def holds(self, start: int, end: int) -> bool:
+        return self.start <= start and end <= self.end
+
+
+def loaded_blocks(elf: ElfFile, kept_indices: Collection[int]) -> list[LoadedBlock]:
+    """The blocks of loaded bytes, placed for an output that keeps only ``kept_indices``."""
+    ranges = sorted([(0, elf.header_end)] + [(p.p_offset, p.file_end) for p in elf.segments if p.p_filesz])
+    merged: list[list[int]] = []
+    for start, end in ranges:
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    merged[-1][1] = elf.loaded_end  # less a last segment's zero padding
+    removed = [
+        (s.sh_offset, s.file_end) for s in elf.sections if s.index not in kept_indices and s.has_file_bytes
+    ]
+    pieces = [merged[0]]
+    for start, end in merged[1:]:
+        gap_start = pieces[-1][1]
+        # Split only where removed bytes lie between segments, and never behind the program headers.
+        if pieces[0][1] >= elf.header_end and any(r0 < start and r1 > gap_start for r0, r1 in removed):
+            pieces.append([start, end])
+        else:
+            pieces[-1][1] = end
+    blocks: list[LoadedBlock] = []
+    position = 0
+    for start, end in pieces:
+        inside = [p for p in elf.segments if p.p_filesz and start <= p.p_offset < end]
+        alignment = max(
+            [p.p_align for p in inside if p.p_type == c.PT_LOAD] or [p.p_align for p in inside] or [1]
+        )
+        alignment = max(1, alignment)
+        new_start = start if not blocks else position + (start - position) % alignment
+        blocks.append(LoadedBlock(start, end, new_start, alignment))
+        position = new_start + end - start
+    return blocks
+
+
 def plan_size(elf: ElfFile, sections: Sequence[OutputSection]) -> int:
     """The output size write_layout would produce, without writing anything."""
     return _assign_offsets(elf, sections)[0]
@@ -76,17 +137,20 @@ def _assign_offsets(
     """Give every output section its offset.
 
     Returns (total size, shstrtab offset, table offset, names, name offsets)."""
-    prefix_end = elf.loaded_end
-    position = prefix_end
+    blocks = loaded_blocks(elf, {s.original.index for s in sections})
+    position = blocks[-1].new_end
     shstrndx = elf.header.e_shstrndx
     body = [s for s in sections if s.original.index not in (0, shstrndx)]
     for out in sorted(body, key=lambda s: (s.original.sh_offset, s.original.index)):
         original = out.original
-        inside_prefix = out.content is None and original.file_end <= prefix_end
         if not original.has_file_bytes or out.size == 0:
-            out.sh_offset = original.sh_offset if original.sh_offset <= prefix_end else position
-        elif inside_prefix:
-            out.sh_offset = original.sh_offset
+            at = original.sh_offset
+            block = next((b for b in blocks if b.start <= at <= b.end), None)
+            out.sh_offset = at + block.delta if block is not None else position
+            continue
+        block = next((b for b in blocks if b.holds(original.sh_offset, original.file_end)), None)
+        if out.content is None and block is not None:
+            out.sh_offset = original.sh_offset + block.delta
         else:
             out.sh_offset = align_up(position, max(1, original.sh_addralign))
             position = out.sh_offset + out.size
@@ -107,8 +171,12 @@ def write_layout(elf: ElfFile, sections: Sequence[OutputSection], dst_fd: int) -
     new_index = {s.original.index: i for i, s in enumerate(sections)}
 
     os.ftruncate(dst_fd, 0)
-    copy_range(elf.fd, dst_fd, 0, 0, elf.loaded_end)
-    position = elf.loaded_end
+    blocks = loaded_blocks(elf, {s.original.index for s in sections})
+    position = 0
+    for block in blocks:
+        _pad(dst_fd, position, block.new_start)
+        copy_range(elf.fd, dst_fd, block.start, block.new_start, block.end - block.start)
+        position = block.new_end
     for out in sorted(sections[1:], key=lambda s: s.sh_offset):
         if out.original.index == shstrndx_old or out.sh_offset < position or out.size == 0:
             continue
@@ -143,9 +211,7 @@ def write_layout(elf: ElfFile, sections: Sequence[OutputSection], dst_fd: int) -
             size = count if count >= c.SHN_LORESERVE else 0
             link = shstrndx_new if shstrndx_new >= c.SHN_LORESERVE else 0
             # Everything else is zero (gABI), but sh_info: it holds the segment count when e_phnum is PN_XNUM.
-            phnum_at = 56 if layout.is64 else 44
-            raw_phnum = struct.unpack(layout.order + "H", elf.read(phnum_at, 2))[0]
-            info = original.sh_info if raw_phnum == c.PN_XNUM else 0
+            info = original.sh_info if elf.phnum_in_section0 else 0
             entry = Section(0, "", 0, c.SHT_NULL, 0, 0, 0, size, link, info, 0, 0)
         elif original.index == shstrndx_old:
             entry = original._replace(
@@ -170,6 +236,7 @@ def write_layout(elf: ElfFile, sections: Sequence[OutputSection], dst_fd: int) -
     assert position == total, (position, total)
 
     _patch_zero_tail(elf, dst_fd)
+    _patch_segment_offsets(elf, dst_fd, blocks)
     _patch_section_table_fields(
         elf,
         dst_fd,
@@ -263,6 +330,17 @@ def _patch_section_table_fields(elf: ElfFile, fd: int, shoff: int, shnum: int, s
     write_all(fd, struct.pack(layout.order + shoff_fmt, shoff), shoff_at)
     write_all(fd, struct.pack(layout.order + "H", shnum), layout.e_shnum_at)
     write_all(fd, struct.pack(layout.order + "H", shstrndx), layout.e_shstrndx_at)
+
+
+def _patch_segment_offsets(elf: ElfFile, fd: int, blocks: Sequence[LoadedBlock]) -> None:
+    """Point the program headers of moved blocks at their new place (the table itself is in block 0)."""
+    layout = elf.layout
+    at, fmt = (8, "Q") if layout.is64 else (4, "I")  # p_offset
+    for segment in elf.segments:
+        block = next((b for b in blocks if b.start <= segment.p_offset < b.end), None)
+        if block is not None and block.delta and segment.p_filesz:
+            entry = elf.header.e_phoff + segment.index * layout.phdr.size
+            write_all(fd, struct.pack(layout.order + fmt, segment.p_offset + block.delta), entry + at)
 
 
 def _patch_filesz(elf: ElfFile, fd: int, segment_index: int, filesz: int) -> None:
