@@ -10,6 +10,10 @@ class BinslimError(Exception):
 
     exit_code = 1
 
+    def __str__(self) -> str:
+        # Section names and paths come from the input: escape what a terminal would act on (ESC, newlines).
+        return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in super().__str__())
+
 
 class NotELFError(BinslimError):
     """The input is not an ELF file at all (text, script, empty, directory...)."""

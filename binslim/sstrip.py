@@ -53,7 +53,7 @@ def check_headerless(elf: ElfFile, *, force: bool = False) -> None:
     if not elf.segments:
         raise file_error(elf.path, "no program headers: dropping section headers would leave nothing",
                          UnsupportedError)
-    if elf.header.e_phnum >= c.PN_XNUM:
+    if elf.phnum_in_section0 or elf.header.e_phnum >= c.PN_XNUM:
         raise file_error(elf.path, "refusing to drop section headers: the program header count lives in"
                          " section 0 (extended numbering)", UnsupportedError)
     if is_shared_library(elf) and not force:

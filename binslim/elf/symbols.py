@@ -51,6 +51,8 @@ class SymbolRewrite:
         count = symtab.sh_size // entsize
         if xindex is not None and xindex.sh_size < count * 4:
             raise file_error(elf.path, f"{xindex.name}: shorter than its symbol table")
+        if xindex is not None and xindex.sh_size % 4:
+            raise file_error(elf.path, f"{xindex.name}: size is not a multiple of 4", MalformedELFError)
         self.symbol_map = array("q")
         kept = 0
         first_global = 0
