@@ -47,12 +47,20 @@ class SlimResult:
     def saved(self) -> int:
         return self.original_size - self.final_size
 
+    @property
+    def full_message(self) -> str:
+        """The message with the notes (warnings such as lost section headers, a kept overlay, a relocatable
+        object only debug-stripped) that the text report prints on lines of their own."""
+        extra = [n for n in self.notes if not n.startswith("not packed:") or n[len("not packed: "):] not in
+                 self.message]
+        return "; ".join([self.message, *extra])
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "input": self.input,
             "output": self.output,
             "status": self.status,
-            "message": self.message,
+            "message": self.full_message,
             "size": {
                 "original": self.original_size,
                 "stripped": self.stripped_size,

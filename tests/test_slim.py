@@ -156,3 +156,17 @@ def test_foreign_binary_verifies_under_qemu(fixtures: dict[str, Fixture], tmp_pa
     program = stage_fixture(fixtures, "hello-go-arm64", tmp_path / "in")
     result = binslim.slim(program, tmp_path / "out", verify_runs=2)
     assert result.verify is not None and result.verify.ran and result.verify.same_behaviour is True
+
+
+def test_json_message_carries_the_warnings(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    program = stage_fixture(fixtures, "hello-go", tmp_path / "in")
+    done = binslim_cli(
+        program, "-o", str(tmp_path / "out"), "--strip-section-headers", "--json", "--no-verify"
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    jsonschema.validate(document, REPORT_SCHEMA)
+    message = document["results"][0]["message"]
+    assert "gdb, objdump, patchelf, libbacktrace" in message and "Go build information" in message
+    obj = binslim.slim(fixtures["greet-obj"].path, tmp_path / "greet.o", verify=False)
+    assert "only debug sections removed" in obj.to_dict()["message"]
