@@ -53,8 +53,13 @@ __all__ = [
 ]
 
 # The UPX and verification stages load on first use: pyelftools alone would add ~25 ms to every start.
-_LAZY = {"compress": "upx", "UpxResult": "upx", "verify": "verifier", "VerifyResult": "verifier",
-         "Timing": "verifier"}
+_LAZY = {
+    "compress": "upx",
+    "UpxResult": "upx",
+    "verify": "verifier",
+    "VerifyResult": "verifier",
+    "Timing": "verifier",
+}
 
 
 def __getattr__(name: str) -> Any:

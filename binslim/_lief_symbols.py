@@ -26,15 +26,19 @@ def largest_symbols(path: str, table: str, count: int) -> dict[str, Any]:
         if symbol.size <= 0:
             continue
         section = symbol.section
-        sized.append((
-            int(symbol.size),
-            str(symbol.demangled_name or symbol.name),
-            str(symbol.type).rsplit(".", 1)[-1].lower(),
-            str(section.name) if section is not None else "",
-        ))
+        sized.append(
+            (
+                int(symbol.size),
+                str(symbol.demangled_name or symbol.name),
+                str(symbol.type).rsplit(".", 1)[-1].lower(),
+                str(section.name) if section is not None else "",
+            )
+        )
     sized.sort(key=lambda entry: (-entry[0], entry[1]))
-    largest = [{"name": name, "size": size, "type": kind, "section": section}
-               for size, name, kind, section in sized[:count]]
+    largest = [
+        {"name": name, "size": size, "type": kind, "section": section}
+        for size, name, kind, section in sized[:count]
+    ]
     return {"count": len(sized), "symbols": largest}
 
 

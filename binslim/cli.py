@@ -11,7 +11,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterator, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import click
 
@@ -57,8 +57,9 @@ def _interrupted(exc: KeyboardInterrupt) -> tuple[str, int]:
 class _BinslimCommand(click.Command):
     """``binslim INPUT...`` slims; ``binslim inspect FILE`` reports (a file named inspect: ./inspect)."""
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
-             *rest: Any, **extra: Any) -> Any:
+    def main(
+        self, args: Sequence[str] | None = None, prog_name: str | None = None, *rest: Any, **extra: Any
+    ) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         if argv[:1] == ["inspect"]:
             return inspect_command.main(argv[1:], f"{prog_name or 'binslim'} inspect", *rest, **extra)
@@ -68,8 +69,13 @@ class _BinslimCommand(click.Command):
 
 @click.command("inspect", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("path", metavar="FILE", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--top", type=click.IntRange(1, 10000), default=10, show_default=True,
-              help="How many of the largest sections and symbols to list.")
+@click.option(
+    "--top",
+    type=click.IntRange(1, 10000),
+    default=10,
+    show_default=True,
+    help="How many of the largest sections and symbols to list.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def inspect_command(path: str, top: int, as_json: bool) -> None:
     """What makes FILE big: bytes by kind, the largest sections and symbols, and what each binslim level
@@ -84,53 +90,123 @@ def inspect_command(path: str, top: int, as_json: bool) -> None:
     click.echo(to_json(inspection) if as_json else format_inspection(inspection))
 
 
-@click.command(cls=_BinslimCommand, context_settings={"help_option_names": ["-h", "--help"]},
-               epilog="binslim inspect FILE [--json] shows what makes FILE big and what each level saves.")
+@click.command(
+    cls=_BinslimCommand,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="binslim inspect FILE [--json] shows what makes FILE big and what each level saves.",
+)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=True, path_type=str))
-@click.option("-o", "--output", type=click.Path(path_type=str), help="Write here instead of in place (one input).")
-@click.option("--strip-all", "level", flag_value="all", default=True,
-              help="Remove symbols, debug info, .comment and unloaded notes (default).")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=str), help="Write here instead of in place (one input)."
+)
+@click.option(
+    "--strip-all",
+    "level",
+    flag_value="all",
+    default=True,
+    help="Remove symbols, debug info, .comment and unloaded notes (default).",
+)
 @click.option("--strip-debug", "level", flag_value="debug", help="Remove debug sections only.")
-@click.option("--strip-section-headers", "level", flag_value="sections",
-              help="Also drop the section header table and all unmapped bytes, as sstrip does; gdb, objdump,"
-                   " patchelf and libbacktrace no longer work on the result.")
-@click.option("--keep-debug", type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
-              help="First write the debug information to FILE (as objcopy --only-keep-debug does), then link"
-                   " the result to it with .gnu_debuglink (one input).")
+@click.option(
+    "--strip-section-headers",
+    "level",
+    flag_value="sections",
+    help="Also drop the section header table and all unmapped bytes, as sstrip does; gdb, objdump,"
+    " patchelf and libbacktrace no longer work on the result.",
+)
+@click.option(
+    "--keep-debug",
+    type=click.Path(dir_okay=False, path_type=str),
+    metavar="FILE",
+    help="First write the debug information to FILE (as objcopy --only-keep-debug does), then link"
+    " the result to it with .gnu_debuglink (one input).",
+)
 @click.option("--force", is_flag=True, help="Drop the section headers of shared libraries too.")
-@click.option("--keep-section", "keep_sections", multiple=True, metavar="GLOB", help="Keep matching sections.")
-@click.option("--remove-section", "remove_sections", multiple=True, metavar="GLOB",
-              help="Also remove matching (unloaded) sections.")
+@click.option(
+    "--keep-section", "keep_sections", multiple=True, metavar="GLOB", help="Keep matching sections."
+)
+@click.option(
+    "--remove-section",
+    "remove_sections",
+    multiple=True,
+    metavar="GLOB",
+    help="Also remove matching (unloaded) sections.",
+)
 @click.option("-p", "--preserve-dates", is_flag=True, help="Keep access and modification times.")
-@click.option("--upx", is_flag=True,
-              help="Pack the stripped binary with UPX."
-                   " [env var: BINSLIM_UPX=1; any other value names the UPX program]")
-@click.option("--upx-method", type=click.Choice(["nrv", "lzma", "auto"]),
-              help="UPX method; auto picks the smallest within --max-startup-ms.")
+@click.option(
+    "--upx",
+    is_flag=True,
+    help="Pack the stripped binary with UPX. [env var: BINSLIM_UPX=1; any other value names the UPX program]",
+)
+@click.option(
+    "--upx-method",
+    type=click.Choice(["nrv", "lzma", "auto"]),
+    help="UPX method; auto picks the smallest within --max-startup-ms.",
+)
 @click.option("--upx-level", type=click.IntRange(1, 9), help="UPX compression level 1..9.")
-@click.option("--upx-args", default="", metavar="ARGS", help="Extra UPX arguments (split like a shell, never run by one).")
-@click.option("--upx-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
-              help="Seconds before a UPX run is killed.")
+@click.option(
+    "--upx-args",
+    default="",
+    metavar="ARGS",
+    help="Extra UPX arguments (split like a shell, never run by one).",
+)
+@click.option(
+    "--upx-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=600.0,
+    show_default=True,
+    help="Seconds before a UPX run is killed.",
+)
 @click.option("--upx-force", is_flag=True, help="Pack even shared libraries, objects and foreign binaries.")
 @click.option("--upx-required", is_flag=True, help="Fail (exit 1) when UPX does not pack.")
 @click.option("--max-startup-ms", type=float, help="Startup latency budget for --upx-method auto.")
-@click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Check and run the result against the original before installing it.")
-@click.option("--verify-args", default="--version", show_default=True, metavar="ARGS",
-              help="Arguments for the verification runs ('' for none).")
-@click.option("--verify-cmd", type=click.Path(exists=True, dir_okay=False, path_type=str),
-              help="Script that gets the binary's path and exercises it.")
-@click.option("--verify-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Check and run the result against the original before installing it.",
+)
+@click.option(
+    "--verify-args",
+    default="--version",
+    show_default=True,
+    metavar="ARGS",
+    help="Arguments for the verification runs ('' for none).",
+)
+@click.option(
+    "--verify-cmd",
+    type=click.Path(exists=True, dir_okay=False, path_type=str),
+    help="Script that gets the binary's path and exercises it.",
+)
+@click.option(
+    "--verify-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True
+)
 @click.option("--verify-runs", type=click.IntRange(1, 1000), default=9, show_default=True)
-@click.option("-r", "--recursive", is_flag=True,
-              help="Slim every ELF file under each INPUT folder, in place; symlinks are not followed.")
-@click.option("-j", "--jobs", type=click.IntRange(min=1),
-              help="Files slimmed at once with -r (default: the CPUs available).")
+@click.option(
+    "-r",
+    "--recursive",
+    is_flag=True,
+    help="Slim every ELF file under each INPUT folder, in place; symlinks are not followed.",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="Files slimmed at once with -r (default: the CPUs available).",
+)
 @click.option("--dry-run", is_flag=True, help="Report what would be removed and saved; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout, nothing else.")
 @click.version_option(__version__, "-V", "--version", prog_name="binslim")
-def main(inputs: tuple[str, ...], output: Optional[str], as_json: bool, verify_args: str, recursive: bool,
-         jobs: Optional[int], dry_run: bool, **options: Any) -> None:
+def main(
+    inputs: tuple[str, ...],
+    output: str | None,
+    as_json: bool,
+    verify_args: str,
+    recursive: bool,
+    jobs: int | None,
+    dry_run: bool,
+    **options: Any,
+) -> None:
     """Strip (and optionally pack and verify) ELF binaries. Without -o, each INPUT is rewritten in place.
 
     Every option can also be set as BINSLIM_<OPTION> in the environment (--upx-level: BINSLIM_UPX_LEVEL);
@@ -197,8 +273,11 @@ def _env_name(option: click.Option) -> str:
 
 
 def _env_options(command: click.Command) -> list[click.Option]:
-    return [p for p in command.params if isinstance(p, click.Option) and p.expose_value
-            and any(name.startswith("--") for name in p.opts)]
+    return [
+        p
+        for p in command.params
+        if isinstance(p, click.Option) and p.expose_value and any(name.startswith("--") for name in p.opts)
+    ]
 
 
 def _read_options_from_env(command: click.Command) -> None:
@@ -219,8 +298,11 @@ def _switches_from_env(ctx: click.Context, options: dict[str, Any]) -> None:
     if ctx.get_parameter_source("upx") is click.core.ParameterSource.DEFAULT:
         options["upx"] = envvars.switch(os.environ.get(envvars.name_for("--upx"))) is True
     if ctx.get_parameter_source("level") is click.core.ParameterSource.DEFAULT:
-        levels = [option for option in _env_options(ctx.command) if option.name == "level"
-                  and envvars.switch(os.environ.get(_env_name(option)))]
+        levels = [
+            option
+            for option in _env_options(ctx.command)
+            if option.name == "level" and envvars.switch(os.environ.get(_env_name(option)))
+        ]
         if len(levels) > 1:
             raise click.UsageError(f"{' and '.join(_env_name(o) for o in levels)} are all set: choose one")
         if levels:
@@ -231,8 +313,13 @@ class _Progress:
     """A one-line progress bar on stderr: only on a terminal, never in a pipe, in --json or in CI logs."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and sys.stdout.isatty() and sys.stderr.isatty() and not _in_ci() \
+        self.enabled = (
+            enabled
+            and sys.stdout.isatty()
+            and sys.stderr.isatty()
+            and not _in_ci()
             and os.environ.get("TERM", "dumb") != "dumb"
+        )
         self._line = ""
 
     def update(self, done: int, total: int) -> None:
@@ -264,16 +351,25 @@ class _Progress:
 def _in_ci() -> bool:
     if envvars.switch(os.environ.get("CI")) is not False and os.environ.get("CI"):
         return True
-    return any(os.environ.get(name) for name in ("GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "TF_BUILD",
-                                                 "JENKINS_URL", "TEAMCITY_VERSION"))
+    return any(
+        os.environ.get(name)
+        for name in (
+            "GITHUB_ACTIONS",
+            "GITLAB_CI",
+            "BUILDKITE",
+            "TF_BUILD",
+            "JENKINS_URL",
+            "TEAMCITY_VERSION",
+        )
+    )
 
 
 def _main_tree(
     roots: tuple[str, ...],
-    output: Optional[str],
+    output: str | None,
     as_json: bool,
     verify_args: tuple[str, ...],
-    jobs: Optional[int],
+    jobs: int | None,
     dry_run: bool,
     options: dict[str, Any],
 ) -> int:
@@ -282,8 +378,11 @@ def _main_tree(
     from .report import format_tree_line, format_tree_summary
     from .tree import slim_tree
 
-    for refused, flag in ((output, "-o/--output"), (options["upx_force"], "--upx-force"),
-                          (options["upx_required"], "--upx-required")):
+    for refused, flag in (
+        (output, "-o/--output"),
+        (options["upx_force"], "--upx-force"),
+        (options["upx_required"], "--upx-required"),
+    ):
         if refused:
             raise click.UsageError(f"{flag} cannot be used with -r (in a tree, only executables are packed)")
     del options["upx_force"], options["upx_required"]
@@ -296,8 +395,15 @@ def _main_tree(
             progress.echo(format_tree_line(result))
 
     try:
-        tree = slim_tree(roots, jobs=jobs, dry_run=dry_run, on_result=show, on_progress=progress.update,
-                         verify_args=verify_args, **options)
+        tree = slim_tree(
+            roots,
+            jobs=jobs,
+            dry_run=dry_run,
+            on_result=show,
+            on_progress=progress.update,
+            verify_args=verify_args,
+            **options,
+        )
     except KeyboardInterrupt as exc:
         progress.close()
         what, code = _interrupted(exc)

@@ -60,8 +60,12 @@ class DebugFile:
         return DebugLink(os.path.basename(self.path), self.crc32)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "crc32": f"{self.crc32:08x}",
-                "debug_bytes": self.debug_bytes}
+        return {
+            "path": self.path,
+            "size": self.size,
+            "crc32": f"{self.crc32:08x}",
+            "debug_bytes": self.debug_bytes,
+        }
 
 
 def file_crc32(fd: int) -> int:
@@ -76,14 +80,21 @@ def file_crc32(fd: int) -> int:
 def check_splittable(elf: ElfFile) -> None:
     """Raise UnsupportedError when ``elf`` cannot (or need not) get a companion file."""
     if elf.is_relocatable:
-        raise file_error(elf.path, "--keep-debug is for executables and shared libraries, not relocatable"
-                         " objects (the linker carries their debug information on)", UnsupportedError)
+        raise file_error(
+            elf.path,
+            "--keep-debug is for executables and shared libraries, not relocatable"
+            " objects (the linker carries their debug information on)",
+            UnsupportedError,
+        )
     if not elf.sections:
         raise file_error(elf.path, "no section headers, so no debug information to keep", UnsupportedError)
     if _debug_bytes(elf) == 0:
         # Running twice must not replace a good companion with an empty one.
-        raise file_error(elf.path, "no debug sections or symbol table to keep (already stripped?);"
-                         " the debug file was not written", UnsupportedError)
+        raise file_error(
+            elf.path,
+            "no debug sections or symbol table to keep (already stripped?); the debug file was not written",
+            UnsupportedError,
+        )
 
 
 def _debug_bytes(elf: ElfFile) -> int:
@@ -91,9 +102,11 @@ def _debug_bytes(elf: ElfFile) -> int:
 
     total = 0
     for s in elf.sections:
-        if s.has_file_bytes and (is_debug_section(s) or s.sh_type == c.SHT_SYMTAB
-                                 or (s.sh_type == c.SHT_STRTAB and not s.is_alloc
-                                     and s.index != elf.header.e_shstrndx)):
+        if s.has_file_bytes and (
+            is_debug_section(s)
+            or s.sh_type == c.SHT_SYMTAB
+            or (s.sh_type == c.SHT_STRTAB and not s.is_alloc and s.index != elf.header.e_shstrndx)
+        ):
             total += s.sh_size
     return total
 
@@ -112,10 +125,16 @@ class _NoteBlock:
 
 def _note_ranges(elf: ElfFile) -> list[tuple[int, int, int]]:
     """(start, end, alignment) of loaded note sections and of the note segments that map them."""
-    ranges = [(s.sh_offset, s.file_end, max(1, s.sh_addralign)) for s in elf.sections
-              if s.is_alloc and s.sh_type == c.SHT_NOTE and s.has_file_bytes]
-    ranges += [(p.p_offset, p.file_end, max(1, p.p_align)) for p in elf.segments
-               if p.p_type in (c.PT_NOTE, c.PT_GNU_PROPERTY) and p.p_filesz]
+    ranges = [
+        (s.sh_offset, s.file_end, max(1, s.sh_addralign))
+        for s in elf.sections
+        if s.is_alloc and s.sh_type == c.SHT_NOTE and s.has_file_bytes
+    ]
+    ranges += [
+        (p.p_offset, p.file_end, max(1, p.p_align))
+        for p in elf.segments
+        if p.p_type in (c.PT_NOTE, c.PT_GNU_PROPERTY) and p.p_filesz
+    ]
     merged: list[list[int]] = []
     for start, end, align in sorted(ranges):
         if merged and start <= merged[-1][1]:
@@ -214,10 +233,12 @@ def write_debug_file(elf: ElfFile, dst_fd: int) -> int:
 def _pack_phdr(elf: ElfFile, p: Segment) -> bytes:
     layout = elf.layout
     if layout.is64:
-        return layout.phdr.pack(p.p_type, p.p_flags, p.p_offset, p.p_vaddr, p.p_paddr, p.p_filesz,
-                                p.p_memsz, p.p_align)
-    return layout.phdr.pack(p.p_type, p.p_offset, p.p_vaddr, p.p_paddr, p.p_filesz, p.p_memsz,
-                            p.p_flags, p.p_align)
+        return layout.phdr.pack(
+            p.p_type, p.p_flags, p.p_offset, p.p_vaddr, p.p_paddr, p.p_filesz, p.p_memsz, p.p_align
+        )
+    return layout.phdr.pack(
+        p.p_type, p.p_offset, p.p_vaddr, p.p_paddr, p.p_filesz, p.p_memsz, p.p_flags, p.p_align
+    )
 
 
 def write_debug_file_to(elf: ElfFile, path: str) -> DebugFile:
@@ -272,8 +293,12 @@ def prepare_debug_file(
     """Check that ``source`` can be split, and write its companion to ``temp_path`` (by default a new
     temporary file beside ``target``), ready to be installed at ``target``."""
     if level == "sections":
-        raise file_error(source, "--keep-debug links the companion through a section, so it cannot be"
-                         " combined with --strip-section-headers", UnsupportedError)
+        raise file_error(
+            source,
+            "--keep-debug links the companion through a section, so it cannot be"
+            " combined with --strip-section-headers",
+            UnsupportedError,
+        )
     for other in (source, output):
         if other is not None and os.path.abspath(other) == os.path.abspath(target):
             raise file_error(source, f"the debug file {target} would overwrite the binary", UnsupportedError)

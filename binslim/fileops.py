@@ -17,11 +17,16 @@ TEMP_PREFIX = ".binslim-"
 
 
 def _io_error(path: str, action: str, exc: OSError) -> BinslimError:
-    reason = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
-              errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-              errno.ENOENT: "no such file or directory", errno.EISDIR: "is a directory",
-              errno.ENOTDIR: "a path component is not a directory",
-              errno.ETXTBSY: "it is running (text file busy)"}.get(exc.errno or 0, exc.strerror or str(exc))
+    reason = {
+        errno.ENOSPC: "no space left on device",
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOENT: "no such file or directory",
+        errno.EISDIR: "is a directory",
+        errno.ENOTDIR: "a path component is not a directory",
+        errno.ETXTBSY: "it is running (text file busy)",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
     return file_error(path, f"cannot {action}: {reason}")
 
 

@@ -31,8 +31,12 @@ class GoBuildInfo:
     reason: str = ""  # why it is not readable
 
     def to_dict(self) -> dict[str, Any]:
-        return {"readable": self.readable, "go_version": self.go_version, "path": self.main_path,
-                "reason": self.reason}
+        return {
+            "readable": self.readable,
+            "go_version": self.go_version,
+            "path": self.main_path,
+            "reason": self.reason,
+        }
 
 
 def is_go_binary(path: str) -> bool:
@@ -91,6 +95,8 @@ def build_info_note(original: str, result: str, *, runner: Runner = run) -> str 
         return f"Go build information not checked: the input's is not readable either ({before.reason})"
     after = read_build_info(result, go=go, runner=runner)
     if after.readable:
-        return (f"Go build information still readable without section headers (go version -m: "
-                f"{after.go_version}" + (f", {after.main_path})" if after.main_path else ")"))
+        return (
+            f"Go build information still readable without section headers (go version -m: "
+            f"{after.go_version}" + (f", {after.main_path})" if after.main_path else ")")
+        )
     return f"Go build information NOT readable without section headers: {after.reason}"

@@ -29,8 +29,21 @@ from .strip import is_debug_section, planned_size
 
 SCHEMA_VERSION = 1
 # Every kind, in report order; the JSON always has all of them.
-KINDS = ("headers", "code", "rodata", "data", "unwind", "dynamic", "relocations", "symbols", "debug", "notes",
-         "other", "padding", "overlay")
+KINDS = (
+    "headers",
+    "code",
+    "rodata",
+    "data",
+    "unwind",
+    "dynamic",
+    "relocations",
+    "symbols",
+    "debug",
+    "notes",
+    "other",
+    "padding",
+    "overlay",
+)
 KIND_LABELS = {
     "headers": "ELF, program and section headers, section names",
     "code": "executable code",
@@ -48,8 +61,15 @@ KIND_LABELS = {
 }
 LEVEL_OPTIONS = (("debug", "--strip-debug"), ("all", "--strip-all"), ("sections", "--strip-section-headers"))
 UNWIND_SECTIONS = (".eh_frame", ".eh_frame_hdr", ".gcc_except_table", ".ARM.exidx", ".ARM.extab")
-DYNAMIC_TYPES = (c.SHT_DYNSYM, c.SHT_DYNAMIC, c.SHT_HASH, c.SHT_GNU_HASH, c.SHT_GNU_VERSYM, c.SHT_GNU_VERDEF,
-                 c.SHT_GNU_VERNEED)
+DYNAMIC_TYPES = (
+    c.SHT_DYNSYM,
+    c.SHT_DYNAMIC,
+    c.SHT_HASH,
+    c.SHT_GNU_HASH,
+    c.SHT_GNU_VERSYM,
+    c.SHT_GNU_VERDEF,
+    c.SHT_GNU_VERNEED,
+)
 SYMBOL_TYPES = {0: "notype", 1: "object", 2: "func", 5: "common", 6: "tls", 10: "gnu_ifunc"}
 LIEF_TIMEOUT = 120.0
 _LIEF_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_lief_symbols.py")
@@ -86,8 +106,13 @@ class SymbolReport:
     reason: str = ""  # why there are no symbols, or why LIEF gave no answer
 
     def to_dict(self) -> dict[str, Any]:
-        return {"table": self.table or None, "count": self.count, "demangled_by": list(self.demangled_by),
-                "reason": self.reason, "largest": [s.to_dict() for s in self.largest]}
+        return {
+            "table": self.table or None,
+            "count": self.count,
+            "demangled_by": list(self.demangled_by),
+            "reason": self.reason,
+            "largest": [s.to_dict() for s in self.largest],
+        }
 
 
 @dataclass(frozen=True)
@@ -101,8 +126,13 @@ class LevelSaving:
         return None if self.size is None else original - self.size
 
     def to_dict(self, original: int) -> dict[str, Any]:
-        return {"level": self.level, "option": self.option, "size": self.size, "saved": self.saved(original),
-                "refused": self.refused or None}
+        return {
+            "level": self.level,
+            "option": self.option,
+            "size": self.size,
+            "saved": self.saved(original),
+            "refused": self.refused or None,
+        }
 
 
 @dataclass(frozen=True)
@@ -113,8 +143,12 @@ class UpxVerdict:
     version: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"would_pack": self.would_pack, "reason": self.reason, "available": self.available,
-                "version": self.version or None}
+        return {
+            "would_pack": self.would_pack,
+            "reason": self.reason,
+            "available": self.available,
+            "version": self.version or None,
+        }
 
 
 @dataclass(frozen=True)
@@ -170,9 +204,16 @@ def inspect(
         header = elf.header
         machine = elf.machine_name
     return Inspection(
-        path=source, size=sum(by_kind.values()), description=description, machine=machine,
-        elf_class=64 if header.elfclass == c.ELFCLASS64 else 32, little_endian=header.little_endian,
-        bytes_by_kind=by_kind, largest_sections=sections, symbols=symbol_report, savings=savings,
+        path=source,
+        size=sum(by_kind.values()),
+        description=description,
+        machine=machine,
+        elf_class=64 if header.elfclass == c.ELFCLASS64 else 32,
+        little_endian=header.little_endian,
+        bytes_by_kind=by_kind,
+        largest_sections=sections,
+        symbols=symbol_report,
+        savings=savings,
         upx=_upx_verdict(source, runner) if upx else UpxVerdict(False, "not asked", False),
     )
 
@@ -244,8 +285,11 @@ def bytes_by_kind(elf: ElfFile) -> dict[str, int]:
     """Every byte of the file under exactly one kind; the values add up to the file size."""
     totals = dict.fromkeys(KINDS, 0)
     image_end = elf.image_end
-    claims = sorted((start, priority, end, kind) for priority, (start, end, kind) in enumerate(_claims(elf))
-                    if end > start)
+    claims = sorted(
+        (start, priority, end, kind)
+        for priority, (start, end, kind) in enumerate(_claims(elf))
+        if end > start
+    )
     points = sorted({0, image_end, *(start for start, *_ in claims), *(end for *_, end, _ in claims)})
     active: list[tuple[int, int, str]] = []  # (priority, end, kind), a heap on priority
     next_claim = 0
@@ -282,8 +326,10 @@ def _symbols(elf: ElfFile, top: int, runner: Runner) -> SymbolReport:
         completed = runner(argv, timeout=LIEF_TIMEOUT)
         if completed.returncode == 0:
             found = json.loads(completed.stdout)
-            largest = tuple(SymbolSize(str(s["name"]), int(s["size"]), str(s["type"]), str(s["section"]))
-                            for s in found["symbols"])
+            largest = tuple(
+                SymbolSize(str(s["name"]), int(s["size"]), str(s["type"]), str(s["section"]))
+                for s in found["symbols"]
+            )
             count, demanglers = int(found["count"]), ("LIEF",)
         else:
             what = "timed out" if completed.timed_out else f"exited with {completed.returncode}"
@@ -318,7 +364,7 @@ def _demangle(names: list[str], runner: Runner) -> dict[str, str]:
     result = {}
     for name, base, line in zip(mangled, bases, lines):
         if line and line != base:
-            result[name] = line + name[len(base):]
+            result[name] = line + name[len(base) :]
     return result
 
 
@@ -416,8 +462,12 @@ def format_inspection(inspection: Inspection) -> str:
 
     size = inspection.size
     order = "little" if inspection.little_endian else "big"
-    lines = [f"{inspection.path}: {human_size(size)}, {inspection.machine} {inspection.description}"
-             f" (ELF{inspection.elf_class}, {order}-endian)", "", "bytes by kind:"]
+    lines = [
+        f"{inspection.path}: {human_size(size)}, {inspection.machine} {inspection.description}"
+        f" (ELF{inspection.elf_class}, {order}-endian)",
+        "",
+        "bytes by kind:",
+    ]
     for kind, count in sorted(inspection.bytes_by_kind.items(), key=lambda item: -item[1]):
         if count:
             lines.append(f"  {kind:<12}{count:>14,} B {percent(count, size):>6}  {KIND_LABELS[kind]}")

@@ -51,8 +51,11 @@ class SlimResult:
     def full_message(self) -> str:
         """The message with the notes (warnings such as lost section headers, a kept overlay, a relocatable
         object only debug-stripped) that the text report prints on lines of their own."""
-        extra = [n for n in self.notes if not n.startswith("not packed:") or n[len("not packed: "):] not in
-                 self.message]
+        extra = [
+            n
+            for n in self.notes
+            if not n.startswith("not packed:") or n[len("not packed: ") :] not in self.message
+        ]
         return "; ".join([self.message, *extra])
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,8 +80,16 @@ class SlimResult:
 def failed_result(path: str, output: str | None, message: str) -> SlimResult:
     """The report entry of a file that could not be slimmed; it was left as it was."""
     size = os.path.getsize(path) if os.path.isfile(path) else 0
-    return SlimResult(input=path, output=output or path, status="failed", message=message,
-                      original_size=size, stripped_size=size, packed_size=None, final_size=size)
+    return SlimResult(
+        input=path,
+        output=output or path,
+        status="failed",
+        message=message,
+        original_size=size,
+        stripped_size=size,
+        packed_size=None,
+        final_size=size,
+    )
 
 
 @dataclass
@@ -162,20 +173,35 @@ def slim(
             from .debuginfo import prepare_debug_file
 
             debug_target = os.fspath(keep_debug)
-            companion = prepare_debug_file(source, debug_target, level=level, output=target,
-                                           temp_path=temps.new(debug_target))
+            companion = prepare_debug_file(
+                source, debug_target, level=level, output=target, temp_path=temps.new(debug_target)
+            )
         stripped_path = temps.new(target)
         with fileops.open_new(stripped_path, name=target) as fd:
-            stripped = strip_to_fd(source, fd, output_name=target, level=level,
-                                   keep_sections=keep_sections, remove_sections=remove_sections,
-                                   debuglink=companion.link if companion is not None else None, force=force)
+            stripped = strip_to_fd(
+                source,
+                fd,
+                output_name=target,
+                level=level,
+                keep_sections=keep_sections,
+                remove_sections=remove_sections,
+                debuglink=companion.link if companion is not None else None,
+                force=force,
+            )
         # UPX and the verifier run this file: give it the input's mode (mkstemp made it 0600).
         os.chmod(stripped_path, os.stat(source).st_mode & 0o7777)
         if in_place and not stripped.changed and not upx:
             return SlimResult(
-                input=source, output=target, status="skipped", message="already stripped; left untouched",
-                original_size=stripped.original_size, stripped_size=stripped.original_size, packed_size=None,
-                final_size=stripped.original_size, overlay=stripped.overlay, notes=stripped.messages,
+                input=source,
+                output=target,
+                status="skipped",
+                message="already stripped; left untouched",
+                original_size=stripped.original_size,
+                stripped_size=stripped.original_size,
+                packed_size=None,
+                final_size=stripped.original_size,
+                overlay=stripped.overlay,
+                notes=stripped.messages,
                 kept_notes=tuple((n.name, n.size) for n in stripped.kept_notes),
             )
         final_path = stripped_path
@@ -187,8 +213,21 @@ def slim(
 
         if upx:
             upx_result, upx_reason, verify_result = _pack(
-                stripped_path, target, temps, upx_method, upx_level, upx_args, upx_timeout, upx_force,
-                upx_required, max_startup_ms, verify_args, verify_timeout, verify_runs, verify_env, runner,
+                stripped_path,
+                target,
+                temps,
+                upx_method,
+                upx_level,
+                upx_args,
+                upx_timeout,
+                upx_force,
+                upx_required,
+                max_startup_ms,
+                verify_args,
+                verify_timeout,
+                verify_runs,
+                verify_env,
+                runner,
                 source,
             )
             if upx_result is not None and upx_result.packed and upx_result.output:
@@ -208,8 +247,11 @@ def slim(
                     args=tuple(verify_args),
                     verify_cmd=verify_cmd,
                     timeout=verify_timeout,
-                    runs=verify_runs, env=verify_env, packed=final_path != stripped_path,
-                    measure=measure_startup, runner=runner,
+                    runs=verify_runs,
+                    env=verify_env,
+                    packed=final_path != stripped_path,
+                    measure=measure_startup,
+                    runner=runner,
                 )
             require_same(verify_result, source)
         if level == "sections":
@@ -222,13 +264,20 @@ def slim(
         final_size = os.path.getsize(final_path)
         if companion is not None:
             written = companion.written
-            notes.append(f"debug information {'would go' if dry_run else 'written'} to {companion.target}"
-                         f" ({written.size} B, CRC32 {written.crc32:08x}), linked through .gnu_debuglink")
+            notes.append(
+                f"debug information {'would go' if dry_run else 'written'} to {companion.target}"
+                f" ({written.size} B, CRC32 {written.crc32:08x}), linked through .gnu_debuglink"
+            )
             if not dry_run:
                 companion.install(like=source, preserve_dates=preserve_dates)
         if not dry_run:
-            fileops.install(final_path, target, like=source, preserve_dates=preserve_dates,
-                            keep_hard_links=keep_hard_links and in_place)
+            fileops.install(
+                final_path,
+                target,
+                like=source,
+                preserve_dates=preserve_dates,
+                keep_hard_links=keep_hard_links and in_place,
+            )
         message = "stripped" + (" and packed" if packed_size is not None else "")
         if not stripped.changed:
             message = "nothing to strip" + (", packed" if packed_size is not None else "")
@@ -237,11 +286,21 @@ def slim(
         if upx_reason:
             message += f"; not packed: {upx_reason}"
         return SlimResult(
-            input=source, output=target, status="ok", message=message,
-            original_size=stripped.original_size, stripped_size=stripped.stripped_size,
-            packed_size=packed_size, final_size=final_size, removed=stripped.removed,
-            overlay=stripped.overlay, upx=upx_result, upx_reason=upx_reason, verify=verify_result,
-            notes=tuple(notes), kept_notes=tuple((n.name, n.size) for n in stripped.kept_notes),
+            input=source,
+            output=target,
+            status="ok",
+            message=message,
+            original_size=stripped.original_size,
+            stripped_size=stripped.stripped_size,
+            packed_size=packed_size,
+            final_size=final_size,
+            removed=stripped.removed,
+            overlay=stripped.overlay,
+            upx=upx_result,
+            upx_reason=upx_reason,
+            verify=verify_result,
+            notes=tuple(notes),
+            kept_notes=tuple((n.name, n.size) for n in stripped.kept_notes),
         )
     finally:
         temps.cleanup()
@@ -258,9 +317,14 @@ def _already_packed(
                 dst.write(chunk)
         fileops.install(copy, target, like=source, preserve_dates=preserve_dates)
     return SlimResult(
-        input=source, output=target, status="skipped",
+        input=source,
+        output=target,
+        status="skipped",
         message="already packed by UPX (no section table to strip); left as it was",
-        original_size=size, stripped_size=size, packed_size=None, final_size=size,
+        original_size=size,
+        stripped_size=size,
+        packed_size=None,
+        final_size=size,
     )
 
 
@@ -316,13 +380,32 @@ def _pack(
         os.unlink(packed_path)  # UPX refuses to write over an existing file
         result = None
         if headerless is not None:
-            result = compress(headerless, packed_path, method=candidate, level=level, extra_args=extra_args,
-                              timeout=timeout, force=force, required=False, tool=tool, runner=runner)
+            result = compress(
+                headerless,
+                packed_path,
+                method=candidate,
+                level=level,
+                extra_args=extra_args,
+                timeout=timeout,
+                force=force,
+                required=False,
+                tool=tool,
+                runner=runner,
+            )
         if result is None or not result.packed:
             # Some binaries UPX only accepts with their section table: pack the stripped file as it is.
-            result = compress(stripped_path, packed_path, method=candidate, level=level,
-                              extra_args=extra_args,
-                              timeout=timeout, force=force, required=required, tool=tool, runner=runner)
+            result = compress(
+                stripped_path,
+                packed_path,
+                method=candidate,
+                level=level,
+                extra_args=extra_args,
+                timeout=timeout,
+                force=force,
+                required=required,
+                tool=tool,
+                runner=runner,
+            )
         if not result.packed:
             reasons.append(result.reason)
             continue
@@ -330,8 +413,16 @@ def _pack(
         if max_startup_ms is not None:
             from .verifier import verify as run_verify
 
-            measured = run_verify(source, packed_path, args=tuple(verify_args), timeout=verify_timeout,
-                                  runs=verify_runs, env=verify_env, packed=True, runner=runner)
+            measured = run_verify(
+                source,
+                packed_path,
+                args=tuple(verify_args),
+                timeout=verify_timeout,
+                runs=verify_runs,
+                env=verify_env,
+                packed=True,
+                runner=runner,
+            )
             if measured.same_behaviour is False:
                 raise VerificationError(f"{source}: UPX {candidate} output differs: {measured.reason}")
             added = measured.added_ms

@@ -20,8 +20,10 @@ SECTIONS = "sections"
 DT_FLAGS_1 = 0x6FFFFFFB
 DF_1_PIE = 0x08000000
 _MAX_DYNAMIC = 1 << 20
-TOOLS_WARNING = ("section headers dropped: tools that need them (gdb, objdump, patchelf, libbacktrace)"
-                 " no longer work on the result")
+TOOLS_WARNING = (
+    "section headers dropped: tools that need them (gdb, objdump, patchelf, libbacktrace)"
+    " no longer work on the result"
+)
 
 
 def is_shared_library(elf: ElfFile) -> bool:
@@ -45,21 +47,37 @@ def is_shared_library(elf: ElfFile) -> bool:
 def check_headerless(elf: ElfFile, *, force: bool = False) -> None:
     """Raise UnsupportedError when ``elf`` must keep its section headers."""
     if elf.is_relocatable:
-        raise file_error(elf.path, "refusing to drop the section headers of a relocatable object:"
-                         " the linker needs them", UnsupportedError)
+        raise file_error(
+            elf.path,
+            "refusing to drop the section headers of a relocatable object: the linker needs them",
+            UnsupportedError,
+        )
     if elf.header.e_type not in (c.ET_EXEC, c.ET_DYN):
-        raise file_error(elf.path, f"refusing to drop section headers: ELF type {elf.header.e_type} is not an"
-                         " executable or shared library", UnsupportedError)
+        raise file_error(
+            elf.path,
+            f"refusing to drop section headers: ELF type {elf.header.e_type} is not an"
+            " executable or shared library",
+            UnsupportedError,
+        )
     if not elf.segments:
-        raise file_error(elf.path, "no program headers: dropping section headers would leave nothing",
-                         UnsupportedError)
+        raise file_error(
+            elf.path, "no program headers: dropping section headers would leave nothing", UnsupportedError
+        )
     if elf.phnum_in_section0 or elf.header.e_phnum >= c.PN_XNUM:
-        raise file_error(elf.path, "refusing to drop section headers: the program header count lives in"
-                         " section 0 (extended numbering)", UnsupportedError)
+        raise file_error(
+            elf.path,
+            "refusing to drop section headers: the program header count lives in"
+            " section 0 (extended numbering)",
+            UnsupportedError,
+        )
     if is_shared_library(elf) and not force:
-        raise file_error(elf.path, "refusing to drop the section headers of a shared library: the static"
-                         " linker needs them to link against it (--force drops them anyway; the dynamic"
-                         " loader does not need them)", UnsupportedError)
+        raise file_error(
+            elf.path,
+            "refusing to drop the section headers of a shared library: the static"
+            " linker needs them to link against it (--force drops them anyway; the dynamic"
+            " loader does not need them)",
+            UnsupportedError,
+        )
 
 
 def strip_section_headers(
@@ -80,14 +98,31 @@ def strip_section_headers(
     if size >= elf.size:
         copy_range(elf.fd, dst_fd, 0, 0, elf.size)
         messages = ["no section headers or unmapped bytes to drop; left unchanged"]
-        return StripResult(elf.path, output_name, SECTIONS, elf.size, elf.size, (), elf.overlay_size,
-                           messages=tuple(messages), changed=False)
+        return StripResult(
+            elf.path,
+            output_name,
+            SECTIONS,
+            elf.size,
+            elf.size,
+            (),
+            elf.overlay_size,
+            messages=tuple(messages),
+            changed=False,
+        )
     written = write_headerless(elf, dst_fd)
     removed = _removed(elf)
     rest = elf.size - written.size - sum(r.size for r in removed)
     removed.append(RemovedSection("(section headers, unmapped bytes, trailing zeros)", HEADERS, rest))
-    return StripResult(elf.path, output_name, SECTIONS, elf.size, written.size, tuple(removed),
-                       written.overlay, messages=tuple(messages))
+    return StripResult(
+        elf.path,
+        output_name,
+        SECTIONS,
+        elf.size,
+        written.size,
+        tuple(removed),
+        written.overlay,
+        messages=tuple(messages),
+    )
 
 
 def _removed(elf: ElfFile) -> list[RemovedSection]:

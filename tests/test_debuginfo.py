@@ -28,10 +28,18 @@ LINKED = fixture_names(kind="exec") + fixture_names(kind="shared")
 NATIVE = tuple(name for name in LINKED if name in fixture_names(arch="amd64"))
 # What gdb is asked, per fixture: functions by name and source lines, as a user would.
 GDB_QUERIES = {
-    "hello-cxx": ("info line main", "info line banner", "info address main", "info scope banner",
-                  "info functions ^main"),
-    "hello-rust": ("info line hello_rust::main", "info line hello_rust::banner",
-                   "info functions ^hello_rust::"),
+    "hello-cxx": (
+        "info line main",
+        "info line banner",
+        "info address main",
+        "info scope banner",
+        "info functions ^main",
+    ),
+    "hello-rust": (
+        "info line hello_rust::main",
+        "info line hello_rust::banner",
+        "info functions ^hello_rust::",
+    ),
 }
 
 
@@ -75,8 +83,10 @@ def objcopy_companion(fixture: Fixture, out: Path) -> Path | None:
 def section_table(path: Path | str) -> list[tuple[str, str, int, int, int]]:
     """(name, type, flags, address, size) of every section, read with pyelftools."""
     with open(path, "rb") as handle:
-        return [(s.name, s["sh_type"], s["sh_flags"], s["sh_addr"], s["sh_size"])
-                for s in ELFFile(handle).iter_sections()]
+        return [
+            (s.name, s["sh_type"], s["sh_flags"], s["sh_addr"], s["sh_size"])
+            for s in ELFFile(handle).iter_sections()
+        ]
 
 
 def section_contents(path: Path | str, name: str) -> bytes:
@@ -114,8 +124,20 @@ def test_gdb_finds_the_companion_by_build_id(fixtures: dict[str, Fixture], tmp_p
     store.mkdir(parents=True)
     shutil.move(companion, store / f"{build_id[2:]}.debug")
     gdb = require_tool("gdb")
-    done = _run([gdb, "-nx", "-batch", "-ex", f"set debug-file-directory {tmp_path / 'debug'}",
-                 "-ex", "file " + str(binary), "-ex", "info line main"], cwd=tmp_path)
+    done = _run(
+        [
+            gdb,
+            "-nx",
+            "-batch",
+            "-ex",
+            f"set debug-file-directory {tmp_path / 'debug'}",
+            "-ex",
+            "file " + str(binary),
+            "-ex",
+            "info line main",
+        ],
+        cwd=tmp_path,
+    )
     assert 'Line 32 of "' in done.stdout and "hello.cpp" in done.stdout, done.stdout + done.stderr
 
 
@@ -140,7 +162,8 @@ def test_companion_has_objcopys_layout(fixtures: dict[str, Fixture], name: str, 
     assert sorted(s[:2] for s in section_table(reference)) == sorted(s[:2] for s in ours)
     # objcopy rebuilds .strtab without duplicate strings; that is the only way it can be smaller.
     strtab_saving = len(section_contents(fixture.path, ".strtab")) - len(
-        section_contents(reference, ".strtab"))
+        section_contents(reference, ".strtab")
+    )
     assert companion.stat().st_size <= reference.stat().st_size + strtab_saving
 
 
@@ -167,7 +190,8 @@ def test_readelf_and_elfutils_accept_the_companion(
     # eu-elflint judges the symbols the companion carries on; it must say no more than of objcopy's.
     if reference is not None:
         assert verdict.stdout == _run([elflint, "--debuginfo", str(reference)]).stdout.replace(
-            str(reference), str(companion))
+            str(reference), str(companion)
+        )
     else:
         original = _run([elflint, "--debuginfo", fixture.path]).stdout
         assert set(verdict.stdout.splitlines()) <= set(original.splitlines()) | {""}
@@ -230,8 +254,9 @@ def test_an_existing_debuglink_is_replaced(fixtures: dict[str, Fixture], tmp_pat
     old = tmp_path / "old.debug"
     old.write_bytes(b"not the debug file")
     with_link = tmp_path / "with-link"
-    done = _run([require_tool("objcopy"), f"--add-gnu-debuglink={old}", fixtures["hello-c-pie"].path,
-                 str(with_link)])
+    done = _run(
+        [require_tool("objcopy"), f"--add-gnu-debuglink={old}", fixtures["hello-c-pie"].path, str(with_link)]
+    )
     assert done.returncode == 0, done.stderr
     binary, companion = tmp_path / "hello", tmp_path / "new.debug"
     strip(with_link, binary, keep_debug=companion)
@@ -298,11 +323,32 @@ def test_slim_verifies_then_installs_both(fixtures: dict[str, Fixture], tmp_path
 
 def test_cli_keep_debug(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
     out = tmp_path / "hello"
-    done = _run([sys.executable, "-m", "binslim", fixtures["hello-c-pie"].path, "-o", str(out),
-                 "--keep-debug", str(tmp_path / "hello.debug"), "--no-verify"])
+    done = _run(
+        [
+            sys.executable,
+            "-m",
+            "binslim",
+            fixtures["hello-c-pie"].path,
+            "-o",
+            str(out),
+            "--keep-debug",
+            str(tmp_path / "hello.debug"),
+            "--no-verify",
+        ]
+    )
     assert done.returncode == 0, done.stderr
     assert "linked through .gnu_debuglink" in done.stdout
     assert (tmp_path / "hello.debug").exists()
-    two = _run([sys.executable, "-m", "binslim", fixtures["hello-c-pie"].path, fixtures["hello-cxx"].path,
-                "--keep-debug", str(tmp_path / "x.debug"), "--no-verify"])
+    two = _run(
+        [
+            sys.executable,
+            "-m",
+            "binslim",
+            fixtures["hello-c-pie"].path,
+            fixtures["hello-cxx"].path,
+            "--keep-debug",
+            str(tmp_path / "x.debug"),
+            "--no-verify",
+        ]
+    )
     assert two.returncode == 2 and "--keep-debug takes exactly one input" in two.stderr

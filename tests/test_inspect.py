@@ -25,14 +25,22 @@ DEBUG_PREFIXES = (".debug", ".zdebug")
 
 
 def binslim(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "binslim", *args], capture_output=True, text=True,
-                          timeout=TIMEOUT, cwd=cwd, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "binslim", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=cwd,
+        check=False,
+    )
 
 
 def file_sections(path: str | Path) -> list[dict[str, Any]]:
     with open(path, "rb") as handle:
-        return [{"name": s.name, "type": s["sh_type"], "size": s["sh_size"], "flags": s["sh_flags"]}
-                for s in ELFFile(handle).iter_sections()]
+        return [
+            {"name": s.name, "type": s["sh_type"], "size": s["sh_size"], "flags": s["sh_flags"]}
+            for s in ELFFile(handle).iter_sections()
+        ]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -45,8 +53,11 @@ def test_bytes_by_kind_add_up_to_the_file_size(fixtures: dict[str, Fixture], nam
     # Independent reader: the debug kind is exactly the unloaded debug sections' bytes (Rust loads
     # .debug_gdb_scripts: that one is read-only data).
     sections = file_sections(path)
-    debug = sum(s["size"] for s in sections if s["name"].startswith(DEBUG_PREFIXES)
-                and s["type"] != "SHT_NOBITS" and not s["flags"] & 0x2)  # SHF_ALLOC
+    debug = sum(
+        s["size"]
+        for s in sections
+        if s["name"].startswith(DEBUG_PREFIXES) and s["type"] != "SHT_NOBITS" and not s["flags"] & 0x2
+    )  # SHF_ALLOC
     assert report["bytes_by_kind"]["debug"] == debug
     symbols = sum(s["size"] for s in sections if s["type"] == "SHT_SYMTAB")
     assert report["bytes_by_kind"]["symbols"] >= symbols
@@ -74,7 +85,8 @@ def test_overlay_is_counted(fixtures: dict[str, Fixture]) -> None:
     without = inspect(fixtures["hello-c-pie"].path, symbols=False, upx=False).bytes_by_kind
     assert with_overlay["overlay"] == len(overlay_payload()) and without["overlay"] == 0
     assert {k: v for k, v in with_overlay.items() if k != "overlay"} == {
-        k: v for k, v in without.items() if k != "overlay"}
+        k: v for k, v in without.items() if k != "overlay"
+    }
 
 
 @pytest.mark.parametrize(
@@ -144,8 +156,14 @@ def test_upx_verdict(fixtures: dict[str, Fixture]) -> None:
 def test_cli_text(fixtures: dict[str, Fixture]) -> None:
     done = binslim("inspect", fixtures["hello-rust"].path)
     assert done.returncode == 0, done.stderr
-    for heading in ("bytes by kind:", "largest sections:", "largest symbols (.symtab", "savings:",
-                    "--strip-section-headers", "--upx"):
+    for heading in (
+        "bytes by kind:",
+        "largest sections:",
+        "largest symbols (.symtab",
+        "savings:",
+        "--strip-section-headers",
+        "--upx",
+    ):
         assert heading in done.stdout
     total = Path(fixtures["hello-rust"].path).stat().st_size
     (total_line,) = [line for line in done.stdout.splitlines() if line.strip().startswith("total")]

@@ -84,11 +84,18 @@ def test_runs_and_is_no_bigger_than_sstrip(fixtures: dict[str, Fixture], name: s
 def test_readelf_reads_the_result(fixtures: dict[str, Fixture], name: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     strip(fixtures[name].path, out, level="sections")
-    done = subprocess.run([require_tool("readelf"), "-h", "-l", "-d", "-n", "-W", str(out)],
-                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    done = subprocess.run(
+        [require_tool("readelf"), "-h", "-l", "-d", "-n", "-W", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
     assert done.returncode == 0 and not done.stderr, done.stderr
-    assert "There are no sections in this file." in done.stdout or "Number of section headers:         0" \
-        in done.stdout
+    assert (
+        "There are no sections in this file." in done.stdout
+        or "Number of section headers:         0" in done.stdout
+    )
 
 
 @pytest.mark.parametrize("name", EXECUTABLES)
@@ -98,8 +105,15 @@ def test_passes_verification(fixtures: dict[str, Fixture], name: str, tmp_path: 
     folder = tmp_path / "in"
     source = stage_fixture(fixtures, name, folder)
     out = folder / "slim"
-    result = slim(source, out, level="sections", verify_runs=1, measure_startup=False,
-                  verify_args=fixture.run_args, verify_env={**fixture.env, "LD_LIBRARY_PATH": str(folder)})
+    result = slim(
+        source,
+        out,
+        level="sections",
+        verify_runs=1,
+        measure_startup=False,
+        verify_args=fixture.run_args,
+        verify_env={**fixture.env, "LD_LIBRARY_PATH": str(folder)},
+    )
     assert result.status == "ok" and result.verify is not None and result.verify.same_behaviour
     assert TOOLS_WARNING in result.notes
     if fixture.language == "go" and find_go() is not None:
@@ -168,16 +182,42 @@ def test_go_build_information_survives(fixtures: dict[str, Fixture], name: str, 
 def test_report_says_so(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
     """The text report warns about tools, and for a Go binary says whether its build information reads."""
     out = tmp_path / "hello-go"
-    done = subprocess.run([sys.executable, "-m", "binslim", fixtures["hello-go"].path, "-o", str(out),
-                           "--strip-section-headers", "--no-verify"],
-                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "binslim",
+            fixtures["hello-go"].path,
+            "-o",
+            str(out),
+            "--strip-section-headers",
+            "--no-verify",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "gdb, objdump, patchelf, libbacktrace" in done.stdout
     if find_go() is not None:
         assert "Go build information still readable without section headers" in done.stdout
-    refused = subprocess.run([sys.executable, "-m", "binslim", fixtures["libgreet"].path, "-o",
-                              str(tmp_path / "lib.so"), "--strip-section-headers", "--no-verify"],
-                             capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "binslim",
+            fixtures["libgreet"].path,
+            "-o",
+            str(tmp_path / "lib.so"),
+            "--strip-section-headers",
+            "--no-verify",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
     assert refused.returncode == 1 and "--force" in refused.stderr
     assert not (tmp_path / "lib.so").exists()
 
