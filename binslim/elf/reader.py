@@ -361,52 +361,14 @@ class ElfFile:
         name_of = self._name_reader(names_source)
         sections = []
         for index, fields in enumerate(sections_raw):
-            (
-                sh_name,
-                sh_type,
-                sh_flags,
-                sh_addr,
-                sh_offset,
-                sh_size,
-                sh_link,
-                sh_info,
-                sh_align,
-                sh_entsize,
-            ) = fields
             if index == 0:
                 # Section 0 is a placeholder; its size/link/info may hold extended counts, never bytes.
-                sections.append(
-                    Section(
-                        0,
-                        "",
-                        0,
-                        sh_type,
-                        sh_flags,
-                        sh_addr,
-                        sh_offset,
-                        sh_size,
-                        sh_link,
-                        sh_info,
-                        sh_align,
-                        sh_entsize,
-                    )
-                )
+                sections.append(Section(0, "", 0, *fields[1:]))
                 continue
-            name = name_of(sh_name, index)
-            section = Section(
-                index,
-                name,
-                sh_name,
-                sh_type,
-                sh_flags,
-                sh_addr,
-                sh_offset,
-                sh_size,
-                sh_link,
-                sh_info,
-                sh_align,
-                sh_entsize,
-            )
+            # The raw fields come in Section's order after (index, name).
+            section = Section(index, name_of(fields[0], index), *fields)
+            name, sh_type, sh_flags = section.name, section.sh_type, section.sh_flags
+            sh_offset, sh_size, sh_link = section.sh_offset, section.sh_size, section.sh_link
             if section.has_file_bytes and section.file_end > self.size:
                 raise self._malformed(
                     f"section {index} ({name or '?'}) at offset {sh_offset}, {sh_size} bytes,"
