@@ -5,14 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def printable(text: str) -> str:
+    """``text`` with what a terminal would act on (ESC, newlines) escaped: section names and paths come from
+    the input."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 class BinslimError(Exception):
     """Base class. ``str(err)`` is a one-line message fit for ``error: ...``."""
 
     exit_code = 1
 
     def __str__(self) -> str:
-        # Section names and paths come from the input: escape what a terminal would act on (ESC, newlines).
-        return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in super().__str__())
+        return printable(super().__str__())
 
 
 class NotELFError(BinslimError):

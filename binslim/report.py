@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, fileops
+from .errors import printable
 from .slim import SlimResult
 
 if TYPE_CHECKING:
@@ -31,9 +32,14 @@ def percent(part: int, whole: int) -> str:
 
 
 def format_result(result: SlimResult) -> str:
+    """The text report of one file; names from the input are escaped for the terminal."""
+    return "\n".join(printable(line) for line in _result_lines(result))
+
+
+def _result_lines(result: SlimResult) -> list[str]:
     lines = [f"{result.input} -> {result.output}: {result.message}"]
     if result.status == "failed":
-        return lines[0]
+        return lines[:1]
     rows = [("original", result.original_size), ("stripped", result.stripped_size)]
     if result.packed_size is not None:
         rows.append(("packed", result.packed_size))
@@ -60,7 +66,7 @@ def format_result(result: SlimResult) -> str:
     for note in result.notes:
         if not note.startswith("not packed:"):
             lines.append(f"  note: {note}")
-    return "\n".join(lines)
+    return lines
 
 
 def _format_verify(result: SlimResult) -> list[str]:

@@ -170,3 +170,22 @@ def test_json_message_carries_the_warnings(fixtures: dict[str, Fixture], tmp_pat
     assert "gdb, objdump, patchelf, libbacktrace" in message and "Go build information" in message
     obj = binslim.slim(fixtures["greet-obj"].path, tmp_path / "greet.o", verify=False)
     assert "only debug sections removed" in obj.to_dict()["message"]
+
+
+def test_text_report_escapes_names_from_the_input() -> None:
+    from binslim.report import format_result
+
+    result = binslim.SlimResult(
+        input="/tmp/a\x1b[31m",
+        output="/tmp/b",
+        status="ok",
+        message="stripped",
+        original_size=10,
+        stripped_size=5,
+        packed_size=None,
+        final_size=5,
+        kept_notes=((".note.\x1b]0;owned\x07", 4),),
+    )
+    text = format_result(result)
+    assert "\x1b" not in text and "\x07" not in text
+    assert "\\x1b" in text and ".note.\\x1b]0;owned\\x07 4 B" in text
