@@ -14,8 +14,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from elftools.elf.elffile import ELFFile
@@ -23,6 +25,8 @@ from elftools.elf.elffile import ELFFile
 from testdata.build import Fixture, fixture_names, link_object, overlay_payload
 
 __all__ = [
+    "clean_env",
+    "run_binslim",
     "ALL_FIXTURE_NAMES",
     "CROSS_FIXTURE_NAMES",
     "EXEC_FIXTURE_NAMES",
@@ -207,3 +211,36 @@ def segment_bytes(path: str | os.PathLike[str], types: Collection[str] | None = 
         return [
             segment.data() for segment in elf.iter_segments() if types is None or segment["p_type"] in types
         ]
+
+
+CLI_TIMEOUT = 600.0
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without binslim's own variables or a CI marker, plus ``extra``: a developer's
+    BINSLIM_* settings must never leak into a test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BINSLIM_") and k != "CI"}
+    env.update(extra)
+    return env
+
+
+def run_binslim(
+    *args: str,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = CLI_TIMEOUT,
+    **kwargs: Any,
+) -> subprocess.CompletedProcess[str]:
+    """Run the command line as ``python -m binslim ARGS`` with stdin closed. ``env`` replaces the
+    environment (default: ``clean_env()``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "binslim", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=clean_env() if env is None else dict(env),
+        stdin=subprocess.DEVNULL,
+        check=False,
+        **kwargs,
+    )

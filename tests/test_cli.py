@@ -8,25 +8,14 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from testdata.build import Fixture
+from tests.helpers import run_binslim as binslim
 
 TIMEOUT = 120
-
-
-def binslim(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "binslim", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        cwd=cwd,
-        check=False,
-    )
 
 
 def digest(path: Path) -> str:

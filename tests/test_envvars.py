@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import click
@@ -16,23 +14,14 @@ import pytest
 from binslim.cli import _ENV_BY_HAND, main
 from binslim.envvars import name_for, switch
 from testdata.build import Fixture
-from tests.helpers import require_tool
+from tests.helpers import clean_env, require_tool, run_binslim
 
 TIMEOUT = 600
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def binslim(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("BINSLIM_")}
-    return subprocess.run(
-        [sys.executable, "-m", "binslim", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env={**clean, **env},
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    return run_binslim(*args, env=clean_env(**env), timeout=TIMEOUT)
 
 
 def report(done: subprocess.CompletedProcess[str]) -> dict[str, object]:

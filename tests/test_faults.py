@@ -27,6 +27,7 @@ from binslim import slim, strip
 from binslim.errors import BinslimError
 from binslim.fileops import TEMP_PREFIX
 from testdata.build import Fixture
+from tests.helpers import clean_env, run_binslim
 
 TIMEOUT = 120
 
@@ -51,15 +52,7 @@ main(prog_name="binslim")
 
 
 def binslim(*args: str, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "binslim", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env={**os.environ, **(env or {})},
-        check=False,
-        **kwargs,
-    )
+    return run_binslim(*args, env=clean_env(**(env or {})), timeout=TIMEOUT, **kwargs)
 
 
 def slow_binslim(*args: str, ready: Path, sleep: float) -> subprocess.Popen[str]:

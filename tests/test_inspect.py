@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,21 +17,11 @@ from binslim.inspect import KINDS, inspect
 from binslim.runner import Completed, run
 from testdata.build import Fixture, fixture_names, overlay_payload
 from tests.helpers import require_tool
+from tests.helpers import run_binslim as binslim
 
 TIMEOUT = 120
 ALL = fixture_names()
 DEBUG_PREFIXES = (".debug", ".zdebug")
-
-
-def binslim(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "binslim", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        cwd=cwd,
-        check=False,
-    )
 
 
 def file_sections(path: str | Path) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -14,6 +13,7 @@ import binslim
 from binslim.report import REPORT_SCHEMA, dumps, to_json_document
 from testdata.build import Fixture
 from tests.helpers import require_tool, stage_fixture
+from tests.helpers import run_binslim as binslim_cli
 
 TIMEOUT = 300
 
@@ -28,12 +28,6 @@ int main(int argc, char **argv) {
     return 0;
 }
 """
-
-
-def binslim_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "binslim", *args], capture_output=True, text=True, timeout=TIMEOUT, check=False
-    )
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,20 +15,10 @@ from binslim import slim
 from binslim.errors import ToolNotFoundError
 from testdata.build import Fixture
 from tests.helpers import require_tool, run_fixture, stage_fixture
+from tests.helpers import run_binslim as binslim
 
 TIMEOUT = 600
 UPX_MISSING = "upx not found: install Debian's upx-ucl (bookworm-backports), set BINSLIM_UPX, or drop --upx"
-
-
-def binslim(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "binslim", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=env,
-        check=False,
-    )
 
 
 def same_behaviour(fixtures: dict[str, Fixture], name: str, candidate: Path, tmp_path: Path) -> None:

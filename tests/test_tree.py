@@ -26,37 +26,17 @@ from binslim.report import REPORT_SCHEMA
 from binslim.tree import slim_tree
 from testdata.build import Fixture
 from tests.helpers import (
+    clean_env,
     require_tool,
     run_fixture,
     run_linked_object,
     run_with_library,
 )
+from tests.helpers import (
+    run_binslim as binslim,
+)
 
 TIMEOUT = 600
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without binslim's own variables or a CI marker, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BINSLIM_") and k != "CI"}
-    env.update(extra)
-    return env
-
-
-def binslim(
-    *args: str,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "binslim", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        cwd=cwd,
-        env=clean_env() if env is None else env,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:
