@@ -25,6 +25,7 @@ from elftools.elf.elffile import ELFFile
 from testdata.build import Fixture, fixture_names, link_object, overlay_payload
 
 __all__ = [
+    "run_as",
     "clean_env",
     "run_binslim",
     "ALL_FIXTURE_NAMES",
@@ -244,3 +245,17 @@ def run_binslim(
         check=False,
         **kwargs,
     )
+
+
+def run_as(
+    fixtures: Mapping[str, Fixture],
+    name: str,
+    binary: str | os.PathLike[str],
+    folder: Path,
+    args: Sequence[str],
+) -> tuple[int, str, str]:
+    """Run ``binary`` as fixture ``name`` from ``folder``, under the fixture's own file name and beside
+    what it needs, so that two copies run this way see the same argv[0] and neighbours."""
+    target = stage_fixture(fixtures, name, folder)
+    shutil.copy2(binary, target)
+    return run_fixture(fixtures[name], path=target, args=args, cwd=str(folder))

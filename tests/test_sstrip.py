@@ -9,7 +9,6 @@ the file bytes of every non-PT_NULL segment end; with -z, trailing zero bytes go
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from binslim import UnsupportedError, slim, strip
 from binslim.goinfo import find_go, read_build_info
 from binslim.sstrip import TOOLS_WARNING
 from testdata.build import Fixture, fixture_names, overlay_payload
-from tests.helpers import require_tool, run_fixture, run_with_library, stage_fixture
+from tests.helpers import require_tool, run_as, run_fixture, run_with_library, stage_fixture
 
 TIMEOUT = 120
 EXECUTABLES = fixture_names(kind="exec")
@@ -47,15 +46,6 @@ def sstrip_size(path: str | os.PathLike[str], *, zeroes: bool = False) -> int:
     if zeroes:
         size = len(data[:size].rstrip(b"\0"))
     return int(max(size, phoff + phnum * phentsize))
-
-
-def run_as(
-    fixtures: dict[str, Fixture], name: str, binary: Path, folder: Path, args: tuple[str, ...]
-) -> tuple[int, str, str]:
-    """Run ``binary`` as fixture ``name``, under the fixture's own file name, beside what it needs."""
-    target = stage_fixture(fixtures, name, folder)
-    shutil.copy2(binary, target)
-    return run_fixture(fixtures[name], path=target, args=args, cwd=str(folder))
 
 
 @pytest.mark.parametrize("name", EXECUTABLES)

@@ -20,10 +20,11 @@ from binslim.verifier import static_check
 from testdata.build import Fixture, fixture_names
 from tests.helpers import (
     require_tool,
-    run_fixture,
     run_linked_object,
     run_with_library,
-    stage_fixture,
+)
+from tests.helpers import (
+    run_as as twin_run,
 )
 
 ALL = fixture_names()
@@ -95,15 +96,6 @@ def assert_loaded_bytes_unchanged(original: str, stripped: str) -> None:
         # A last segment may end earlier when only zero padding followed its last section.
         assert old[: len(new)] == new, f"segment {index} bytes changed"
         assert old[len(new) :].count(0) == len(old) - len(new), f"segment {index} lost non-zero bytes"
-
-
-def twin_run(
-    fixtures: dict[str, Fixture], name: str, binary: Path, folder: Path, args: tuple[str, ...]
-) -> tuple[int, str, str]:
-    """Run ``binary`` as fixture ``name`` from a fresh folder, under the fixture's own file name."""
-    target = stage_fixture(fixtures, name, folder)
-    shutil.copy2(binary, target)
-    return run_fixture(fixtures[name], path=target, args=args, cwd=str(folder))
 
 
 @pytest.mark.parametrize("name", ALL)
