@@ -365,3 +365,23 @@ def test_segments_behind_removed_sections_move_down(fixtures: dict[str, Fixture]
     assert long_rpath in _run([require_tool("readelf"), "-d", str(ours)]).stdout
     returncode, stdout, _ = run_with_library(fixtures, "libgreet", ours, tmp_path / "app")
     assert returncode == 0 and fixtures["libgreet"].expected_stdout in stdout
+
+
+@pytest.mark.parametrize("name", ["hello-go", "gofmt", "hello-go-ppc64", "hello-go-mips"])
+def test_go_section_table_inside_a_loaded_segment(
+    fixtures: dict[str, Fixture], name: str, tmp_path: Path
+) -> None:
+    """Go's linker puts the section header table right after the program headers, inside the first PT_LOAD:
+    those bytes stay as they are and the new table goes at the end."""
+    fixture = fixtures[name]
+    with ElfFile(fixture.path) as elf:
+        old_table = (elf.header.e_shoff, elf.section_table_end)
+        first_load = next(p for p in elf.segments if p.p_type == 1)
+        assert first_load.p_offset <= old_table[0] and old_table[1] <= first_load.file_end
+        old_bytes = elf.read(old_table[0], old_table[1] - old_table[0])
+    ours = tmp_path / "ours"
+    strip(fixture.path, ours)
+    with ElfFile(str(ours)) as elf:
+        assert elf.header.e_shoff >= elf.segments_end
+        assert elf.read(old_table[0], old_table[1] - old_table[0]) == old_bytes
+    assert_loaded_bytes_unchanged(fixture.path, str(ours))
