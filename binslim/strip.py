@@ -14,7 +14,7 @@ from .elf import constants as c
 from .elf.copy import copy_range
 from .elf.reader import ElfFile, Section
 from .elf.symbols import SymbolRewrite, group_members, pack_group, referenced_symbols
-from .elf.writer import OutputSection, loaded_blocks, plan_size, write_layout
+from .elf.writer import LoadedBlock, OutputSection, plan_layout, plan_size, write_layout
 from .errors import BinslimError, UnsupportedError, file_error
 
 if TYPE_CHECKING:
@@ -380,9 +380,8 @@ def _private_strtab(elf: ElfFile, symtab: Section, kept: list[Section]) -> Secti
     return strtab
 
 
-def _saved_by_section(plan: StripPlan) -> list[RemovedSection]:
+def _saved_by_section(plan: StripPlan, blocks: Sequence[LoadedBlock]) -> list[RemovedSection]:
     """Bytes each removal saves: the parts of a section inside a copied block of loaded bytes save nothing."""
-    blocks = loaded_blocks(plan.elf, {s.index for s in plan.kept()})
     result = []
     for index, kind in sorted(plan.removed.items()):
         s = plan.elf.sections[index]
@@ -439,7 +438,8 @@ def strip_to_fd(
             from .debuginfo import with_debuglink
 
             outputs = with_debuglink(elf, outputs, debuglink)
-        new_size = plan_size(elf, outputs) if outputs else elf.size
+        layout = plan_layout(elf, outputs) if outputs else None
+        new_size = layout.size if layout is not None else elf.size
         if debuglink is None and (not plan.removed or new_size >= elf.size):
             # Nothing to gain: the output is the input, byte for byte (stripping twice changes nothing).
             copy_range(elf.fd, dst_fd, 0, 0, elf.size)
@@ -458,8 +458,9 @@ def strip_to_fd(
                 elf.is_relocatable,
                 changed=False,
             )
-        written = write_layout(elf, outputs, dst_fd)
-        removed = _saved_by_section(plan)
+        assert layout is not None
+        written = write_layout(elf, outputs, dst_fd, layout)
+        removed = _saved_by_section(plan, layout.blocks)
         headers = elf.size - written.size - sum(r.size for r in removed)
         removed.append(RemovedSection("(section headers, names and padding)", HEADERS, headers))
         return StripResult(

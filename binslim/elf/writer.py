@@ -126,17 +126,25 @@ def loaded_blocks(elf: ElfFile, kept_indices: Collection[int]) -> list[LoadedBlo
     return blocks
 
 
+@dataclass(frozen=True)
+class LayoutPlan:
+    """Where everything of an output goes; plan_layout also sets each OutputSection's sh_offset."""
+
+    size: int
+    names_offset: int
+    table_offset: int
+    names: bytes
+    name_offsets: dict[str, int]
+    blocks: tuple[LoadedBlock, ...]
+
+
 def plan_size(elf: ElfFile, sections: Sequence[OutputSection]) -> int:
     """The output size write_layout would produce, without writing anything."""
-    return _assign_offsets(elf, sections)[0]
+    return plan_layout(elf, sections).size
 
 
-def _assign_offsets(
-    elf: ElfFile, sections: Sequence[OutputSection]
-) -> tuple[int, int, int, bytes, dict[str, int]]:
-    """Give every output section its offset.
-
-    Returns (total size, shstrtab offset, table offset, names, name offsets)."""
+def plan_layout(elf: ElfFile, sections: Sequence[OutputSection]) -> LayoutPlan:
+    """Give every output section its offset, and place the loaded blocks, names and section table."""
     blocks = loaded_blocks(elf, {s.original.index for s in sections})
     position = blocks[-1].new_end
     shstrndx = elf.header.e_shstrndx
@@ -160,18 +168,25 @@ def _assign_offsets(
         position += len(names)
     table_offset = align_up(position, elf.layout.word_size)
     position = table_offset + len(sections) * elf.layout.shdr.size
-    return position + elf.overlay_size, names_offset, table_offset, names, name_offsets
+    return LayoutPlan(
+        position + elf.overlay_size, names_offset, table_offset, names, name_offsets, tuple(blocks)
+    )
 
 
-def write_layout(elf: ElfFile, sections: Sequence[OutputSection], dst_fd: int) -> WrittenLayout:
-    """Write ``sections`` (section 0 first, in output index order) to ``dst_fd``."""
+def write_layout(
+    elf: ElfFile, sections: Sequence[OutputSection], dst_fd: int, plan: LayoutPlan | None = None
+) -> WrittenLayout:
+    """Write ``sections`` (section 0 first, in output index order) to ``dst_fd``, following ``plan`` when
+    the caller already made it with plan_layout for these same sections."""
     layout = elf.layout
-    total, names_offset, table_offset, names, name_offsets = _assign_offsets(elf, sections)
+    if plan is None:
+        plan = plan_layout(elf, sections)
+    total, names_offset, table_offset = plan.size, plan.names_offset, plan.table_offset
+    names, name_offsets, blocks = plan.names, plan.name_offsets, plan.blocks
     shstrndx_old = elf.header.e_shstrndx
     new_index = {s.original.index: i for i, s in enumerate(sections)}
 
     os.ftruncate(dst_fd, 0)
-    blocks = loaded_blocks(elf, {s.original.index for s in sections})
     position = 0
     for block in blocks:
         _pad(dst_fd, position, block.new_start)
