@@ -183,3 +183,24 @@ def test_text_report_escapes_names_from_the_input() -> None:
     text = format_result(result)
     assert "\x1b" not in text and "\x07" not in text
     assert "\\x1b" in text and ".note.\\x1b]0;owned\\x07 4 B" in text
+
+
+def test_auto_method_verifies_with_the_verify_cmd(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """The measurement that picks the UPX method is also the packed file's verification: it must run the
+    caller's --verify-cmd, not only the default arguments."""
+    require_tool("upx")
+    program = stage_fixture(fixtures, "hello-go", tmp_path / "in")
+    seen = tmp_path / "seen"
+    script = tmp_path / "check.sh"
+    script.write_text(f'#!/bin/sh\necho "$1" >> {seen}\nexec "$1" --exit 3\n')
+    script.chmod(0o755)
+    result = binslim.slim(
+        program,
+        tmp_path / "out",
+        upx_method="auto",
+        max_startup_ms=10_000,
+        verify_cmd=str(script),
+        verify_runs=2,
+    )
+    assert result.packed_size is not None and result.verify is not None and result.verify.same_behaviour
+    assert seen.read_text().count("\n") >= 2, "the script ran for the original and the packed candidate"
