@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from testdata.build import Fixture, build_all
-from tests.helpers import FIXTURE_DIR
+from tests.helpers import FIXTURE_DIR, REPO_ROOT
+
+# `python -m binslim` in a test must run this checkout, not whatever copy pip installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+)
 
 
 @pytest.fixture(scope="session")
