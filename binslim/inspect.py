@@ -21,10 +21,10 @@ from typing import Any
 
 from . import __version__
 from .elf import constants as c
+from .elf.kind import kind_of
 from .elf.reader import NAME_ENCODING, ElfFile, Section
 from .errors import BinslimError, ToolNotFoundError, UnsupportedError
 from .runner import Runner, run
-from .sstrip import is_shared_library
 from .strip import is_debug_section, planned_size
 
 SCHEMA_VERSION = 1
@@ -200,16 +200,14 @@ def inspect(
         sections = tuple(SectionSize(s.name, kinds[s.index], s.sh_size, s.sh_offset) for s in largest[:top])
         symbol_report = _symbols(elf, top, runner) if symbols else SymbolReport("", 0, (), (), "not asked")
         savings = tuple(_saving(elf, level, option) for level, option in LEVEL_OPTIONS)
-        description = _describe(elf)
-        header = elf.header
-        machine = elf.machine_name
+        kind = kind_of(elf)
     return Inspection(
         path=source,
         size=sum(by_kind.values()),
-        description=description,
-        machine=machine,
-        elf_class=64 if header.elfclass == c.ELFCLASS64 else 32,
-        little_endian=header.little_endian,
+        description=kind.description,
+        machine=kind.machine_name,
+        elf_class=64 if kind.is64 else 32,
+        little_endian=kind.little_endian,
         bytes_by_kind=by_kind,
         largest_sections=sections,
         symbols=symbol_report,
@@ -435,19 +433,6 @@ def _upx_verdict(path: str, runner: Runner) -> UpxVerdict:
         return UpxVerdict(False, "already packed by UPX", available, version)
     reason = pack_eligibility(path)
     return UpxVerdict(reason is None, reason or "", available, version)
-
-
-def _describe(elf: ElfFile) -> str:
-    h = elf.header
-    if h.e_type == c.ET_REL:
-        return "relocatable object"
-    if h.e_type == c.ET_EXEC:
-        return "executable" if elf.interpreter_present else "static executable"
-    if h.e_type == c.ET_DYN:
-        if elf.interpreter_present:
-            return "PIE executable"
-        return "shared library" if is_shared_library(elf) else "static-pie executable"
-    return f"ELF type {h.e_type}"
 
 
 # -- rendering ----------------------------------------------------------------------------------------------

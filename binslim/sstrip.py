@@ -7,41 +7,19 @@ sections (gdb, objdump, patchelf, libbacktrace, the static linker) no longer can
 
 from __future__ import annotations
 
-import struct
-
 from .elf import constants as c
 from .elf.copy import copy_range
+from .elf.kind import kind_of
 from .elf.reader import ElfFile
 from .elf.writer import headerless_end, headerless_size, write_headerless
 from .errors import UnsupportedError, file_error
 from .strip import HEADERS, OTHER, RemovedSection, StripResult, plan_strip
 
 SECTIONS = "sections"
-DT_FLAGS_1 = 0x6FFFFFFB
-DF_1_PIE = 0x08000000
-_MAX_DYNAMIC = 1 << 20
 TOOLS_WARNING = (
     "section headers dropped: tools that need them (gdb, objdump, patchelf, libbacktrace)"
     " no longer work on the result"
 )
-
-
-def is_shared_library(elf: ElfFile) -> bool:
-    """ET_DYN without an interpreter, unless DF_1_PIE marks it a static-pie executable."""
-    if not elf.is_shared_library:
-        return False
-    order = elf.layout.order + ("qQ" if elf.layout.is64 else "iI")
-    entry = struct.calcsize(order)
-    for segment in elf.segments:
-        if segment.p_type != c.PT_DYNAMIC:
-            continue
-        data = elf.read(segment.p_offset, min(segment.p_filesz, _MAX_DYNAMIC) // entry * entry)
-        for tag, value in struct.iter_unpack(order, data):
-            if tag == 0:
-                break
-            if tag == DT_FLAGS_1 and value & DF_1_PIE:
-                return False
-    return True
 
 
 def check_headerless(elf: ElfFile, *, force: bool = False) -> None:
@@ -70,7 +48,7 @@ def check_headerless(elf: ElfFile, *, force: bool = False) -> None:
             " section 0 (extended numbering)",
             UnsupportedError,
         )
-    if is_shared_library(elf) and not force:
+    if kind_of(elf).is_shared_library and not force:
         raise file_error(
             elf.path,
             "refusing to drop the section headers of a shared library: the static"
@@ -86,7 +64,7 @@ def strip_section_headers(
     """Write ``elf`` without section headers into the open, empty ``dst_fd``."""
     check_headerless(elf, force=force)
     messages = [TOOLS_WARNING]
-    if is_shared_library(elf):
+    if kind_of(elf).is_shared_library:
         messages.append("shared library: the static linker can no longer link against the result")
     if elf.overlay_size:
         messages.append(

@@ -13,23 +13,20 @@ architecture cannot be checked by running it here. ``force=True`` lets them thro
 from __future__ import annotations
 
 import os
-import platform
 import re
 import shlex
 import shutil
 import signal
-import struct
-import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .elf import constants as c
+from .elf.kind import host_arch, read_kind
 from .envvars import switch
 from .errors import (
     BinslimError,
-    MalformedELFError,
-    NotELFError,
     ToolFailedError,
     ToolNotFoundError,
     UnsupportedError,
@@ -65,201 +62,24 @@ _FORBIDDEN_LONG = re.compile(
 )
 _FORBIDDEN_SHORT = frozenset("odtlkchVL")
 
-_UPX_MARKER = b"UPX!"
-_MARKER_WINDOW = 8192  # UPX puts its l_info block right after the program headers
-
-# --- a tiny ELF header reader (the full one lives in binslim.elf; this stage must not depend on it) ---
-
-_ET_REL, _ET_EXEC, _ET_DYN, _ET_CORE = 1, 2, 3, 4
-_PT_DYNAMIC, _PT_INTERP = 2, 3
-_DT_NULL, _DT_FLAGS_1 = 0, 0x6FFFFFFB
-_DF_1_PIE = 0x08000000
-_PN_XNUM = 0xFFFF
-
-_MACHINE_NAMES: Mapping[int, str] = {
-    3: "i386",
-    8: "mips",
-    20: "ppc",
-    21: "ppc64",
-    22: "s390x",
-    40: "arm",
-    62: "x86_64",
-    183: "aarch64",
-    243: "riscv",
-    258: "loongarch",
-}
-
-_HOST_MACHINES: Mapping[str, int] = {
-    "x86_64": 62,
-    "amd64": 62,
-    "i386": 3,
-    "i486": 3,
-    "i586": 3,
-    "i686": 3,
-    "aarch64": 183,
-    "arm64": 183,
-    "ppc64": 21,
-    "ppc64le": 21,
-    "ppc": 20,
-    "s390x": 22,
-    "riscv64": 243,
-    "loongarch64": 258,
-}
-
-
-@dataclass(frozen=True)
-class _ElfHeader:
-    is64: bool
-    endian: str  # "<" or ">"
-    e_type: int
-    e_machine: int
-    e_phoff: int
-    e_shoff: int
-    e_phentsize: int
-    e_phnum: int
-    e_shentsize: int
-    e_shnum: int
-
-
-@dataclass(frozen=True)
-class _Segment:
-    p_type: int
-    p_offset: int
-    p_filesz: int
-
-
-def _machine_name(e_machine: int) -> str:
-    return _MACHINE_NAMES.get(e_machine, f"e_machine {e_machine}")
-
-
-def _read_at(f: Any, offset: int, size: int) -> bytes:
-    f.seek(offset)
-    data: bytes = f.read(size)
-    return data
-
-
-def _parse_header(path: str, f: Any) -> _ElfHeader:
-    ident = _read_at(f, 0, 16)
-    if len(ident) < 4 or ident[:4] != b"\x7fELF":
-        raise file_error(path, "not an ELF file", NotELFError)
-    if len(ident) < 16 or ident[4] not in (1, 2) or ident[5] not in (1, 2):
-        raise file_error(path, "bad ELF identification bytes", MalformedELFError)
-    is64 = ident[4] == 2
-    endian = "<" if ident[5] == 1 else ">"
-    fmt = endian + ("HHIQQQIHHHHHH" if is64 else "HHIIIIIHHHHHH")
-    raw = _read_at(f, 16, struct.calcsize(fmt))
-    if len(raw) < struct.calcsize(fmt):
-        raise file_error(path, "truncated ELF header", MalformedELFError)
-    (
-        e_type,
-        e_machine,
-        _ver,
-        _entry,
-        e_phoff,
-        e_shoff,
-        _flags,
-        _ehsize,
-        e_phentsize,
-        e_phnum,
-        e_shentsize,
-        e_shnum,
-        _shstrndx,
-    ) = struct.unpack(fmt, raw)
-    return _ElfHeader(
-        is64, endian, e_type, e_machine, e_phoff, e_shoff, e_phentsize, e_phnum, e_shentsize, e_shnum
-    )
-
-
-def _phnum(path: str, f: Any, hdr: _ElfHeader) -> int:
-    if hdr.e_phnum != _PN_XNUM:
-        return hdr.e_phnum
-    # Too many segments for e_phnum: the real count is sh_info of section 0.
-    raw = _read_at(f, hdr.e_shoff + (44 if hdr.is64 else 28), 4) if hdr.e_shoff else b""
-    if len(raw) < 4:
-        raise file_error(path, "e_phnum is PN_XNUM but there is no section 0", MalformedELFError)
-    return int(struct.unpack(hdr.endian + "I", raw)[0])
-
-
-def _segments(path: str, f: Any, hdr: _ElfHeader) -> list[_Segment]:
-    count = _phnum(path, f, hdr)
-    if count == 0:
-        return []
-    fmt = hdr.endian + ("IIQQQQQQ" if hdr.is64 else "IIIIIIII")
-    if hdr.e_phentsize < struct.calcsize(fmt):
-        raise file_error(path, f"e_phentsize {hdr.e_phentsize} is too small", MalformedELFError)
-    table = _read_at(f, hdr.e_phoff, count * hdr.e_phentsize)
-    if len(table) < count * hdr.e_phentsize:
-        raise file_error(path, "program header table runs past the end of the file", MalformedELFError)
-    segments = []
-    for i in range(count):
-        fields = struct.unpack_from(fmt, table, i * hdr.e_phentsize)
-        if hdr.is64:
-            p_type, _flags, p_offset, _vaddr, _paddr, p_filesz, _memsz, _align = fields
-        else:
-            p_type, p_offset, _vaddr, _paddr, p_filesz, _memsz, _flags, _align = fields
-        segments.append(_Segment(p_type, p_offset, p_filesz))
-    return segments
-
-
-def _is_pie(f: Any, hdr: _ElfHeader, segments: list[_Segment]) -> bool:
-    """True when PT_DYNAMIC carries DF_1_PIE: how a static-pie tells itself apart from a library."""
-    entry_fmt = hdr.endian + ("qQ" if hdr.is64 else "iI")
-    entry_size = struct.calcsize(entry_fmt)
-    for seg in segments:
-        if seg.p_type != _PT_DYNAMIC:
-            continue
-        table = _read_at(f, seg.p_offset, min(seg.p_filesz, 1 << 20))
-        for offset in range(0, len(table) - entry_size + 1, entry_size):
-            tag, value = struct.unpack_from(entry_fmt, table, offset)
-            if tag == _DT_NULL:
-                break
-            if tag == _DT_FLAGS_1 and value & _DF_1_PIE:
-                return True
-    return False
-
-
-def _open(path: str) -> Any:
-    try:
-        return open(path, "rb")
-    except IsADirectoryError as exc:
-        raise file_error(path, "is a directory, not an ELF file", NotELFError) from exc
-    except OSError as exc:
-        raise file_error(path, f"cannot read: {exc.strerror or exc}") from exc
-
-
-def _host_machine() -> int | None:
-    machine = _HOST_MACHINES.get(platform.machine().lower())
-    if machine is not None:
-        return machine
-    # Unknown uname name: the interpreter running us was built for the host.
-    try:
-        with open(sys.executable, "rb") as f:
-            return _parse_header(sys.executable, f).e_machine
-    except (OSError, BinslimError):
-        return None
-
 
 def pack_eligibility(path: str) -> str | None:
     """Why ``path`` should not be packed by default, or ``None`` when it may be.
 
-    Reads only the ELF header, the program headers and, for ET_DYN, the dynamic section. Raises
-    NotELFError or MalformedELFError when the headers cannot be read.
+    Raises NotELFError or MalformedELFError when the headers cannot be read.
     """
-    with _open(path) as f:
-        hdr = _parse_header(path, f)
-        if hdr.e_type == _ET_REL:
-            return "relocatable object (ET_REL, a .o file), not an executable"
-        if hdr.e_type == _ET_CORE:
-            return "core dump (ET_CORE), not an executable"
-        if hdr.e_type not in (_ET_EXEC, _ET_DYN):
-            return f"ELF type {hdr.e_type} is not an executable"
-        segments = _segments(path, f, hdr)
-        if hdr.e_type == _ET_DYN and not any(s.p_type == _PT_INTERP for s in segments):
-            if not _is_pie(f, hdr, segments):
-                return "shared library (ET_DYN without PT_INTERP): packed libraries crash when loaded"
-    host = _host_machine()
-    if host is not None and hdr.e_machine != host:
-        return f"built for {_machine_name(hdr.e_machine)}, not this {_machine_name(host)} host"
+    kind = read_kind(path)
+    if kind.is_object:
+        return "relocatable object (ET_REL, a .o file), not an executable"
+    if kind.is_core:
+        return "core dump (ET_CORE), not an executable"
+    if kind.e_type not in (c.ET_EXEC, c.ET_DYN):
+        return f"ELF type {kind.e_type} is not an executable"
+    if kind.is_shared_library:
+        return "shared library (ET_DYN without PT_INTERP): packed libraries crash when loaded"
+    host = host_arch()
+    if host is not None and not kind.native:
+        return f"built for {kind.machine_name}, not this {host.name} host"
     return None
 
 
@@ -269,12 +89,9 @@ def is_upx_packed(path: str) -> bool:
     Never raises for unreadable or non-ELF files; they are simply not UPX-packed.
     """
     try:
-        with open(path, "rb") as f:
-            head = f.read(_MARKER_WINDOW)
-            hdr = _parse_header(path, f)
+        return read_kind(path).upx_packed
     except (OSError, BinslimError):
         return False
-    return _UPX_MARKER in head and (hdr.e_shoff == 0 or hdr.e_shnum == 0)
 
 
 # --- finding UPX ---

@@ -54,6 +54,7 @@ EM_ARM = 40
 EM_X86_64 = 62
 EM_AARCH64 = 183
 EM_RISCV = 243
+EM_LOONGARCH = 258
 
 MACHINE_NAMES = {
     EM_386: "i386",
@@ -65,4 +66,5 @@ MACHINE_NAMES = {
     EM_X86_64: "x86_64",
     EM_AARCH64: "aarch64",
     EM_RISCV: "riscv",
+    EM_LOONGARCH: "loongarch",
 }

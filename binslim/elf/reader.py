@@ -431,23 +431,11 @@ class ElfFile:
     def is_relocatable(self) -> bool:
         return self.header.e_type == c.ET_REL
 
-    @property
-    def interpreter_present(self) -> bool:
-        return any(s.p_type == c.PT_INTERP for s in self.segments)
-
-    @property
-    def is_shared_library(self) -> bool:
-        return self.header.e_type == c.ET_DYN and not self.interpreter_present
-
     @functools.cached_property
     def phnum_in_section0(self) -> bool:
         """Whether e_phnum is PN_XNUM: the segment count is section 0's sh_info (extended numbering)."""
         at = 56 if self.layout.is64 else 44
         return bool(struct.unpack(self.layout.order + "H", self.read(at, 2))[0] == c.PN_XNUM)
-
-    @property
-    def machine_name(self) -> str:
-        return c.MACHINE_NAMES.get(self.header.e_machine, f"machine {self.header.e_machine}")
 
     @functools.cached_property
     def header_end(self) -> int:
