@@ -2,56 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
-import shutil
-import signal
 import sys
-import threading
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from . import __version__, envvars
 from .errors import BinslimError
+from .interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, interrupted, sigterm_as_interrupt
+from .options import SlimOptions
 from .report import dumps, format_result, format_summary
-from .slim import SlimResult, failed_result, slim
+from .slim import SlimResult, failed_result, try_slim
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_VERIFY = 0, 1, 2, 3
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143  # 128 + SIGTERM
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that every cleanup on the way out runs (temporary files, workers)."""
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    owner = os.getpid()
-
-    def terminate(signum: int, frame: object) -> None:
-        if os.getpid() == owner:  # forked -r workers ignore it: the parent stops them between files
-            raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupted(exc: KeyboardInterrupt) -> tuple[str, int]:
-    """(what happened, exit code) for Ctrl-C or SIGTERM."""
-    if isinstance(exc, Terminated):
-        return "terminated", EXIT_TERMINATED
-    return "interrupted", EXIT_INTERRUPTED
+__all__ = ["EXIT_INTERRUPTED", "EXIT_TERMINATED", "inspect_command", "main"]
 
 
 class _BinslimCommand(click.Command):
@@ -63,7 +31,7 @@ class _BinslimCommand(click.Command):
         argv = list(sys.argv[1:] if args is None else args)
         if argv[:1] == ["inspect"]:
             return inspect_command.main(argv[1:], f"{prog_name or 'binslim'} inspect", *rest, **extra)
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             return super().main(argv, prog_name, *rest, **extra)
 
 
@@ -224,35 +192,34 @@ def main(
     if recursive:
         sys.exit(_main_tree(inputs, output, as_json, args, jobs, dry_run, options))
 
+    try:
+        slim_options = SlimOptions(verify_args=args, dry_run=dry_run, **options)
+    except BinslimError as exc:  # a combination slim() refuses (--upx-method auto without a budget)
+        click.echo(f"error: {exc}", err=True)
+        if as_json:
+            click.echo(dumps([failed_result(path, output, str(exc)) for path in inputs]))
+        sys.exit(exc.exit_code)
     results: list[SlimResult] = []
     exit_code = EXIT_OK
     for path in inputs:
+        error: BinslimError | None
         if os.path.isdir(path):
-            message = f"{path}: is a directory; use -r to slim every ELF file under it"
-            click.echo(f"error: {message}", err=True)
-            exit_code = max(exit_code, EXIT_ERROR)
-            results.append(failed_result(path, output, message))
-            continue
-        try:
-            result = slim(path, output, verify_args=args, dry_run=dry_run, **options)
-        except BinslimError as exc:
-            click.echo(f"error: {exc}", err=True)
-            exit_code = max(exit_code, exc.exit_code)
-            result = failed_result(path, output, str(exc))
-        except KeyboardInterrupt as exc:
-            what, code = _interrupted(exc)
-            click.echo(f"error: {path}: {what}; nothing was changed", err=True)
-            sys.exit(code)
-        except OSError as exc:
-            click.echo(f"error: {path}: {exc.strerror or exc}", err=True)
-            exit_code = max(exit_code, EXIT_ERROR)
-            result = failed_result(path, output, str(exc))
-        except Exception as exc:  # a bug: still one line, no traceback unless asked for
-            if os.environ.get("BINSLIM_DEBUG"):
-                traceback.print_exc()
-            click.echo(f"error: {path}: internal error: {type(exc).__name__}: {exc}", err=True)
-            exit_code = max(exit_code, EXIT_ERROR)
-            result = failed_result(path, output, f"internal error: {exc}")
+            error = BinslimError(f"{path}: is a directory; use -r to slim every ELF file under it")
+            result = failed_result(path, output, str(error))
+        else:
+            try:
+                result, error = try_slim(path, output, slim_options)
+            except KeyboardInterrupt as exc:
+                what, code = interrupted(exc)
+                click.echo(f"error: {path}: {what}; nothing was changed", err=True)
+                sys.exit(code)
+        if error is not None:
+            if error.__cause__ is not None and os.environ.get("BINSLIM_DEBUG"):
+                traceback.print_exception(
+                    type(error.__cause__), error.__cause__, error.__cause__.__traceback__
+                )
+            click.echo(f"error: {error}", err=True)
+            exit_code = max(exit_code, error.exit_code)
         results.append(result)
         if not as_json and result.status != "failed":
             click.echo(format_result(result))
@@ -296,72 +263,20 @@ for _command in (main, inspect_command):
 
 def _switches_from_env(ctx: click.Context, options: dict[str, Any]) -> None:
     if ctx.get_parameter_source("upx") is click.core.ParameterSource.DEFAULT:
-        options["upx"] = envvars.switch(os.environ.get(envvars.name_for("--upx"))) is True
+        options["upx"] = envvars.is_set(os.environ, "--upx")
     if ctx.get_parameter_source("level") is click.core.ParameterSource.DEFAULT:
-        levels = [
-            option
+        levels = {
+            name: option.flag_value
             for option in _env_options(ctx.command)
-            if option.name == "level" and envvars.switch(os.environ.get(_env_name(option)))
-        ]
-        if len(levels) > 1:
-            raise click.UsageError(f"{' and '.join(_env_name(o) for o in levels)} are all set: choose one")
-        if levels:
-            options["level"] = levels[0].flag_value
-
-
-class _Progress:
-    """A one-line progress bar on stderr: only on a terminal, never in a pipe, in --json or in CI logs."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = (
-            enabled
-            and sys.stdout.isatty()
-            and sys.stderr.isatty()
-            and not _in_ci()
-            and os.environ.get("TERM", "dumb") != "dumb"
-        )
-        self._line = ""
-
-    def update(self, done: int, total: int) -> None:
-        if not self.enabled or not total:
-            return
-        width = max(10, min(40, shutil.get_terminal_size().columns - 30))
-        filled = width * done // total
-        self._line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} ELF files"
-        sys.stderr.write("\r" + self._line)
-        sys.stderr.flush()
-
-    def echo(self, text: str, *, err: bool = False) -> None:
-        """Print a line above the bar."""
-        if self._line:
-            sys.stderr.write("\r" + " " * len(self._line) + "\r")
-            sys.stderr.flush()
-        click.echo(text, err=err)
-        if self._line:
-            sys.stderr.write(self._line)
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self._line:
-            sys.stderr.write("\r" + " " * len(self._line) + "\r")
-            sys.stderr.flush()
-            self._line = ""
-
-
-def _in_ci() -> bool:
-    if envvars.switch(os.environ.get("CI")) is not False and os.environ.get("CI"):
-        return True
-    return any(
-        os.environ.get(name)
-        for name in (
-            "GITHUB_ACTIONS",
-            "GITLAB_CI",
-            "BUILDKITE",
-            "TF_BUILD",
-            "JENKINS_URL",
-            "TEAMCITY_VERSION",
-        )
-    )
+            if option.name == "level"
+            for name in option.opts
+        }
+        chosen = envvars.chosen_flags(os.environ, levels)
+        if len(chosen) > 1:
+            names = " and ".join(envvars.name_for(flag) for flag in chosen)
+            raise click.UsageError(f"{names} are all set: choose one")
+        if chosen:
+            options["level"] = levels[chosen[0]]
 
 
 def _main_tree(
@@ -375,6 +290,7 @@ def _main_tree(
 ) -> int:
     """-r: slim every ELF file under ``roots``; one line per ELF file, then the summary. Exit 1 when any
     file failed."""
+    from .progress import Progress
     from .report import format_tree_line, format_tree_summary
     from .tree import slim_tree
 
@@ -386,7 +302,7 @@ def _main_tree(
         if refused:
             raise click.UsageError(f"{flag} cannot be used with -r (in a tree, only executables are packed)")
     del options["upx_force"], options["upx_required"]
-    progress = _Progress(enabled=not as_json)
+    progress = Progress(enabled=not as_json)
 
     def show(result: SlimResult) -> None:
         if result.status == "failed":
@@ -406,7 +322,7 @@ def _main_tree(
         )
     except KeyboardInterrupt as exc:
         progress.close()
-        what, code = _interrupted(exc)
+        what, code = interrupted(exc)
         click.echo(f"error: {what}; files reported above are done, the rest are as they were", err=True)
         return code
     except BinslimError as exc:

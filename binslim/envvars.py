@@ -7,6 +7,9 @@ program, so only a boolean word there is read as the ``--upx`` switch (and is th
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Mapping
+
 PREFIX = "BINSLIM_"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -25,3 +28,24 @@ def switch(value: str | None) -> bool | None:
 def name_for(option: str) -> str:
     """``--upx-level`` -> ``BINSLIM_UPX_LEVEL``."""
     return PREFIX + option.lstrip("-").replace("-", "_").upper()
+
+
+def is_set(env: Mapping[str, str], option: str) -> bool:
+    """Whether the switch ``--option`` is turned on in ``env`` (a boolean word that says yes)."""
+    return switch(env.get(name_for(option))) is True
+
+
+def chosen_flags(env: Mapping[str, str], options: Iterable[str]) -> list[str]:
+    """Those of the switches ``options`` (``--strip-debug``...) that ``env`` turns on, in order."""
+    return [option for option in options if is_set(env, option)]
+
+
+# CI services that do not set CI=true, by the variable each one sets.
+_CI_VARIABLES = ("GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "TF_BUILD", "JENKINS_URL", "TEAMCITY_VERSION")
+
+
+def in_ci(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether we run in a CI job (CI set to anything but a false word, or a CI service's own variable)."""
+    if env.get("CI") and switch(env.get("CI")) is not False:
+        return True
+    return any(env.get(name) for name in _CI_VARIABLES)

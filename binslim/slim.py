@@ -11,16 +11,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import fileops
+from .elf.copy import copy_range
+from .elf.kind import is_upx_packed
 from .errors import BinslimError, ToolFailedError, VerificationError, file_error
-from .runner import Runner, run
-from .strip import RemovedSection, strip_to_fd
+from .options import UPX_METHODS, SlimOptions
+from .strip import RemovedSection, StripResult, strip_to_fd
 
 if TYPE_CHECKING:
     from .debuginfo import PendingDebugFile
-    from .upx import UpxResult
+    from .runner import Runner
+    from .upx import UpxResult, UpxTool
     from .verifier import VerifyResult
 
-UPX_METHODS = ("nrv", "lzma", "auto")
+__all__ = ["UPX_METHODS", "SlimOptions", "SlimResult", "failed_result", "slim", "slim_with", "try_slim"]
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ def slim(
     keep_hard_links: bool = True,
     measure_startup: bool = True,
     dry_run: bool = False,
-    runner: Runner = run,
+    runner: Runner | None = None,
 ) -> SlimResult:
     """Strip ``input`` (and pack it when ``upx``), check the result, and install it at ``output``.
 
@@ -149,174 +152,249 @@ def slim(
     be packed) is then left untouched, and one with several hard links keeps them when ``keep_hard_links``
     (its inode is rewritten, see ``fileops.install``). ``measure_startup=False`` verifies behaviour without
     timing startup. ``dry_run`` does all the work in a private temporary folder and installs nothing.
+    ``runner`` runs every program (UPX, the verification runs; default ``binslim.runner.run``).
     Raises a BinslimError subclass on any failure, VerificationError (exit code 3) when the result behaves
     differently; the target is then left untouched.
     """
+    options = SlimOptions(
+        level=level,
+        keep_sections=keep_sections,
+        remove_sections=remove_sections,
+        keep_debug=os.fspath(keep_debug) if keep_debug is not None else None,
+        force=force,
+        upx=upx,
+        upx_method=upx_method,
+        upx_level=upx_level,
+        upx_args=upx_args,
+        upx_timeout=upx_timeout,
+        upx_force=upx_force,
+        upx_required=upx_required,
+        max_startup_ms=max_startup_ms,
+        verify=verify,
+        verify_args=verify_args,
+        verify_cmd=verify_cmd,
+        verify_timeout=verify_timeout,
+        verify_runs=verify_runs,
+        verify_env=verify_env,
+        preserve_dates=preserve_dates,
+        keep_hard_links=keep_hard_links,
+        measure_startup=measure_startup,
+        dry_run=dry_run,
+        runner=runner,
+    )
+    return slim_with(input, output, options)
+
+
+def slim_with(
+    input: str | os.PathLike[str], output: str | os.PathLike[str] | None, options: SlimOptions
+) -> SlimResult:
+    """``slim`` with its options as one record (what ``slim_tree`` hands each worker)."""
     source = os.fspath(input)
     target = os.fspath(output) if output is not None else source
-    if upx_method is not None and upx_method not in UPX_METHODS:
-        raise BinslimError(f"unknown UPX method {upx_method!r} (choose from {', '.join(UPX_METHODS)})")
-    if upx_method == "auto" and max_startup_ms is None:
-        raise BinslimError("--upx-method auto needs --max-startup-ms")
-    upx = upx or upx_method is not None
-    in_place = os.path.abspath(target) == os.path.abspath(source)
-    temps = _Temps(folder=tempfile.mkdtemp(prefix="binslim-dry-run-") if dry_run else None)
+    temps = _Temps(folder=tempfile.mkdtemp(prefix="binslim-dry-run-") if options.dry_run else None)
     try:
-        if upx or os.path.isfile(source):
-            from .upx import is_upx_packed
-
-            if os.path.isfile(source) and is_upx_packed(source):
-                return _already_packed(source, target, temps, preserve_dates, install=not dry_run)
-
-        companion: PendingDebugFile | None = None
-        if keep_debug is not None:
-            from .debuginfo import prepare_debug_file
-
-            debug_target = os.fspath(keep_debug)
-            companion = prepare_debug_file(
-                source, debug_target, level=level, output=target, temp_path=temps.new(debug_target)
-            )
-        stripped_path = temps.new(target)
-        with fileops.open_new(stripped_path, name=target) as fd:
-            stripped = strip_to_fd(
-                source,
-                fd,
-                output_name=target,
-                level=level,
-                keep_sections=keep_sections,
-                remove_sections=remove_sections,
-                debuglink=companion.link if companion is not None else None,
-                force=force,
-            )
-        # UPX and the verifier run this file: give it the input's mode (mkstemp made it 0600).
-        os.chmod(stripped_path, os.stat(source).st_mode & 0o7777)
-        if in_place and not stripped.changed and not upx:
-            return SlimResult(
-                input=source,
-                output=target,
-                status="skipped",
-                message="already stripped; left untouched",
-                original_size=stripped.original_size,
-                stripped_size=stripped.original_size,
-                packed_size=None,
-                final_size=stripped.original_size,
-                overlay=stripped.overlay,
-                notes=stripped.messages,
-                kept_notes=tuple((n.name, n.size) for n in stripped.kept_notes),
-            )
-        final_path = stripped_path
-        notes = list(stripped.messages)
-        upx_result: UpxResult | None = None
-        upx_reason = ""
-        packed_size: int | None = None
-        verify_result: VerifyResult | None = None
-
-        if upx:
-            upx_result, upx_reason, verify_result = _pack(
-                stripped_path,
-                target,
-                temps,
-                upx_method,
-                upx_level,
-                upx_args,
-                upx_timeout,
-                upx_force,
-                upx_required,
-                max_startup_ms,
-                verify_args,
-                verify_cmd,
-                verify_timeout,
-                verify_runs,
-                verify_env,
-                runner,
-                source,
-            )
-            if upx_result is not None and upx_result.packed and upx_result.output:
-                final_path = upx_result.output
-                packed_size = os.path.getsize(final_path)
-            if upx_reason:
-                notes.append(f"not packed: {upx_reason}")
-
-        if verify:
-            from .verifier import require_same
-            from .verifier import verify as run_verify
-
-            if verify_result is None or final_path == stripped_path:
-                verify_result = run_verify(
-                    source,
-                    final_path,
-                    args=tuple(verify_args),
-                    verify_cmd=verify_cmd,
-                    timeout=verify_timeout,
-                    runs=verify_runs,
-                    env=verify_env,
-                    packed=final_path != stripped_path,
-                    measure=measure_startup,
-                    runner=runner,
-                )
-            require_same(verify_result, source)
-        if level == "sections":
-            from .goinfo import build_info_note
-
-            go_note = build_info_note(source, stripped_path, runner=runner)
-            if go_note:
-                notes.append(go_note)
-
-        final_size = os.path.getsize(final_path)
-        if companion is not None:
-            written = companion.written
-            notes.append(
-                f"debug information {'would go' if dry_run else 'written'} to {companion.target}"
-                f" ({written.size} B, CRC32 {written.crc32:08x}), linked through .gnu_debuglink"
-            )
-            if not dry_run:
-                companion.install(like=source, preserve_dates=preserve_dates)
-        if not dry_run:
-            fileops.install(
-                final_path,
-                target,
-                like=source,
-                preserve_dates=preserve_dates,
-                keep_hard_links=keep_hard_links and in_place,
-            )
-        message = "stripped" + (" and packed" if packed_size is not None else "")
-        if not stripped.changed:
-            message = "nothing to strip" + (", packed" if packed_size is not None else "")
-        if dry_run:
-            message = f"dry run, nothing written: {message}"
-        if upx_reason:
-            message += f"; not packed: {upx_reason}"
-        return SlimResult(
-            input=source,
-            output=target,
-            status="ok",
-            message=message,
-            original_size=stripped.original_size,
-            stripped_size=stripped.stripped_size,
-            packed_size=packed_size,
-            final_size=final_size,
-            removed=stripped.removed,
-            overlay=stripped.overlay,
-            upx=upx_result,
-            upx_reason=upx_reason,
-            verify=verify_result,
-            notes=tuple(notes),
-            kept_notes=tuple((n.name, n.size) for n in stripped.kept_notes),
-        )
+        if is_upx_packed(source):
+            return _already_packed(source, target, temps, options)
+        return _slim(source, target, temps, options)
     finally:
         temps.cleanup()
 
 
-def _already_packed(
-    source: str, target: str, temps: _Temps, preserve_dates: bool, *, install: bool
-) -> SlimResult:
+def try_slim(path: str, output: str | None, options: SlimOptions) -> tuple[SlimResult, BinslimError | None]:
+    """``slim_with``, with any failure turned into a "failed" result and the one-line error to show for it
+    (a bug too: ``internal error``, its exception in ``__cause__``). Only Ctrl-C and SIGTERM get through."""
+    try:
+        return slim_with(path, output, options), None
+    except BinslimError as exc:
+        error = exc
+    except OSError as exc:
+        error = BinslimError(f"{path}: {exc.strerror or exc}")
+        error.__cause__ = exc
+    except Exception as exc:
+        error = BinslimError(f"{path}: internal error: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+    return failed_result(path, output, str(error)), error
+
+
+@dataclass(frozen=True)
+class _Packing:
+    """What the UPX step did: the chosen result, why nothing was packed, and the run that measured it."""
+
+    result: UpxResult | None = None
+    reason: str = ""
+    measured: VerifyResult | None = None
+
+    @property
+    def path(self) -> str | None:
+        if self.result is not None and self.result.packed and self.result.output:
+            return self.result.output
+        return None
+
+
+def _slim(source: str, target: str, temps: _Temps, o: SlimOptions) -> SlimResult:
+    companion = _prepare_companion(source, target, temps, o)
+    stripped_path = temps.new(target)
+    stripped = _strip(source, target, stripped_path, companion, o)
+    if _same_path(source, target) and not stripped.changed and not o.upx:
+        return SlimResult(
+            input=source,
+            output=target,
+            status="skipped",
+            message="already stripped; left untouched",
+            original_size=stripped.original_size,
+            stripped_size=stripped.original_size,
+            packed_size=None,
+            final_size=stripped.original_size,
+            overlay=stripped.overlay,
+            notes=stripped.messages,
+            kept_notes=tuple((n.name, n.size) for n in stripped.kept_notes),
+        )
+    notes = list(stripped.messages)
+    packing = _pack(stripped_path, source, target, temps, o) if o.upx else _Packing()
+    if packing.reason:
+        notes.append(f"not packed: {packing.reason}")
+    final_path = packing.path or stripped_path
+    verify_result = packing.measured
+    if o.verify:
+        verify_result = _check_behaviour(source, final_path, packing, o)
+    if o.level == "sections":
+        from .goinfo import build_info_note
+
+        go_note = build_info_note(source, stripped_path, runner=o.program_runner)
+        if go_note:
+            notes.append(go_note)
+    final_size = os.path.getsize(final_path)
+    if companion is not None:
+        notes.append(_companion_note(companion, o.dry_run))
+    _install(source, target, final_path, companion, o)
+    packed_size = final_size if packing.path else None
+    return SlimResult(
+        input=source,
+        output=target,
+        status="ok",
+        message=_message(stripped.changed, packed_size is not None, o.dry_run, packing.reason),
+        original_size=stripped.original_size,
+        stripped_size=stripped.stripped_size,
+        packed_size=packed_size,
+        final_size=final_size,
+        removed=stripped.removed,
+        overlay=stripped.overlay,
+        upx=packing.result,
+        upx_reason=packing.reason,
+        verify=verify_result,
+        notes=tuple(notes),
+        kept_notes=tuple((n.name, n.size) for n in stripped.kept_notes),
+    )
+
+
+def _same_path(source: str, target: str) -> bool:
+    return os.path.abspath(target) == os.path.abspath(source)
+
+
+def _prepare_companion(source: str, target: str, temps: _Temps, o: SlimOptions) -> PendingDebugFile | None:
+    """The --keep-debug file, written to a temporary path; None without --keep-debug."""
+    if o.keep_debug is None:
+        return None
+    from .debuginfo import prepare_debug_file
+
+    return prepare_debug_file(
+        source, o.keep_debug, level=o.level, output=target, temp_path=temps.new(o.keep_debug)
+    )
+
+
+def _strip(
+    source: str, target: str, stripped_path: str, companion: PendingDebugFile | None, o: SlimOptions
+) -> StripResult:
+    with fileops.open_new(stripped_path, name=target) as fd:
+        stripped = strip_to_fd(
+            source,
+            fd,
+            output_name=target,
+            level=o.level,
+            keep_sections=o.keep_sections,
+            remove_sections=o.remove_sections,
+            debuglink=companion.link if companion is not None else None,
+            force=o.force,
+        )
+    # UPX and the verifier run this file: give it the input's mode (mkstemp made it 0600).
+    os.chmod(stripped_path, os.stat(source).st_mode & 0o7777)
+    return stripped
+
+
+def _run_verify(source: str, path: str, o: SlimOptions, *, packed: bool, measure: bool) -> VerifyResult:
+    from .verifier import verify
+
+    return verify(
+        source,
+        path,
+        args=tuple(o.verify_args),
+        verify_cmd=o.verify_cmd,
+        timeout=o.verify_timeout,
+        runs=o.verify_runs,
+        env=o.verify_env,
+        packed=packed,
+        measure=measure,
+        runner=o.program_runner,
+    )
+
+
+def _check_behaviour(source: str, final_path: str, packing: _Packing, o: SlimOptions) -> VerifyResult:
+    """Verify the final file against the input (reusing the packing step's run of it, when there was one);
+    VerificationError when it behaves differently."""
+    from .verifier import require_same
+
+    result = packing.measured
+    if result is None or packing.path is None:
+        result = _run_verify(
+            source, final_path, o, packed=packing.path is not None, measure=o.measure_startup
+        )
+    require_same(result, source)
+    return result
+
+
+def _companion_note(companion: PendingDebugFile, dry_run: bool) -> str:
+    written = companion.written
+    return (
+        f"debug information {'would go' if dry_run else 'written'} to {companion.target}"
+        f" ({written.size} B, CRC32 {written.crc32:08x}), linked through .gnu_debuglink"
+    )
+
+
+def _install(
+    source: str, target: str, final_path: str, companion: PendingDebugFile | None, o: SlimOptions
+) -> None:
+    """Put the debug companion, then the result, in place (nothing in a dry run)."""
+    if o.dry_run:
+        return
+    if companion is not None:
+        companion.install(like=source, preserve_dates=o.preserve_dates)
+    fileops.install(
+        final_path,
+        target,
+        like=source,
+        preserve_dates=o.preserve_dates,
+        keep_hard_links=o.keep_hard_links and _same_path(source, target),
+    )
+
+
+def _message(changed: bool, packed: bool, dry_run: bool, upx_reason: str) -> str:
+    message = "stripped" + (" and packed" if packed else "")
+    if not changed:
+        message = "nothing to strip" + (", packed" if packed else "")
+    if dry_run:
+        message = f"dry run, nothing written: {message}"
+    if upx_reason:
+        message += f"; not packed: {upx_reason}"
+    return message
+
+
+def _already_packed(source: str, target: str, temps: _Temps, o: SlimOptions) -> SlimResult:
     size = os.path.getsize(source)
-    if install and os.path.abspath(target) != os.path.abspath(source):
+    if not o.dry_run and not _same_path(source, target):
         copy = temps.new(target)
-        with open(source, "rb") as src, open(copy, "wb") as dst:
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
-        fileops.install(copy, target, like=source, preserve_dates=preserve_dates)
+        with open(source, "rb") as src, fileops.open_new(copy, name=target) as dst:
+            copy_range(src.fileno(), dst, 0, 0, size)
+        fileops.install(copy, target, like=source, preserve_dates=o.preserve_dates)
     return SlimResult(
         input=source,
         output=target,
@@ -327,6 +405,9 @@ def _already_packed(
         packed_size=None,
         final_size=size,
     )
+
+
+# --- the UPX step ---------------------------------------------------------------------------------------
 
 
 def _headerless_copy(stripped_path: str, target: str, temps: _Temps) -> str | None:
@@ -344,99 +425,79 @@ def _headerless_copy(stripped_path: str, target: str, temps: _Temps) -> str | No
     return path
 
 
-def _pack(
-    stripped_path: str,
-    target: str,
-    temps: _Temps,
-    method: str | None,
-    level: int | None,
-    extra_args: str,
-    timeout: float,
-    force: bool,
-    required: bool,
-    max_startup_ms: float | None,
-    verify_args: Sequence[str],
-    verify_cmd: str | None,
-    verify_timeout: float,
-    verify_runs: int,
-    verify_env: Mapping[str, str] | None,
-    runner: Runner,
-    source: str,
-) -> tuple[UpxResult | None, str, VerifyResult | None]:
-    """Pack the stripped file. Returns (chosen result, reason it was not packed, its verification)."""
-    from .upx import compress, find_upx, pack_eligibility
+def _pack(stripped_path: str, source: str, target: str, temps: _Temps, o: SlimOptions) -> _Packing:
+    """Pack the stripped file with each method asked for; keep the smallest within the startup budget."""
+    from .upx import find_upx, pack_eligibility
 
     tool = find_upx()
-    if not force:
+    if not o.upx_force:
         reason = pack_eligibility(stripped_path)
         if reason:
-            if required:
-                raise file_error(source, f"not packed: {reason}", ToolFailedError)
-            return None, reason, None
-    methods = ["nrv", "lzma"] if method == "auto" else [method]
-    candidates: list[tuple[UpxResult, VerifyResult | None]] = []
+            return _not_packed(source, reason, o)
+    methods = ["nrv", "lzma"] if o.upx_method == "auto" else [o.upx_method]
+    candidates: list[_Packing] = []
     reasons = []
     headerless = _headerless_copy(stripped_path, target, temps)
-    for candidate in methods:
+    for method in methods:
         packed_path = temps.new(target)
         os.unlink(packed_path)  # UPX refuses to write over an existing file
-        result = None
-        if headerless is not None:
-            result = compress(
-                headerless,
-                packed_path,
-                method=candidate,
-                level=level,
-                extra_args=extra_args,
-                timeout=timeout,
-                force=force,
-                required=False,
-                tool=tool,
-                runner=runner,
-            )
-        if result is None or not result.packed:
-            # Some binaries UPX only accepts with their section table: pack the stripped file as it is.
-            result = compress(
-                stripped_path,
-                packed_path,
-                method=candidate,
-                level=level,
-                extra_args=extra_args,
-                timeout=timeout,
-                force=force,
-                required=required,
-                tool=tool,
-                runner=runner,
-            )
+        result = _compress(headerless, stripped_path, packed_path, method, tool, o)
         if not result.packed:
             reasons.append(result.reason)
             continue
         measured: VerifyResult | None = None
-        if max_startup_ms is not None:
-            from .verifier import verify as run_verify
-
-            measured = run_verify(
-                source,
-                packed_path,
-                args=tuple(verify_args),
-                verify_cmd=verify_cmd,
-                timeout=verify_timeout,
-                runs=verify_runs,
-                env=verify_env,
-                packed=True,
-                runner=runner,
-            )
+        if o.max_startup_ms is not None:
+            measured = _run_verify(source, packed_path, o, packed=True, measure=True)
             if measured.same_behaviour is False:
-                raise VerificationError(f"{source}: UPX {candidate} output differs: {measured.reason}")
+                raise VerificationError(f"{source}: UPX {method} output differs: {measured.reason}")
             added = measured.added_ms
-            if added is not None and added > max_startup_ms:
-                reasons.append(f"{candidate} adds {added:.1f} ms startup (budget {max_startup_ms:g} ms)")
+            if added is not None and added > o.max_startup_ms:
+                reasons.append(f"{method} adds {added:.1f} ms startup (budget {o.max_startup_ms:g} ms)")
                 continue
-        candidates.append((result, measured))
+        candidates.append(_Packing(result, "", measured))
     if not candidates:
-        reason = "; ".join(r for r in reasons if r) or "UPX did not pack it"
-        if required:
-            raise file_error(source, f"not packed: {reason}", ToolFailedError)
-        return None, reason, None
-    best, measured = min(candidates, key=lambda pair: pair[0].output_size or 0)
-    return best, "", measured
+        return _not_packed(source, "; ".join(r for r in reasons if r) or "UPX did not pack it", o)
+    return min(candidates, key=_packed_size)
+
+
+def _packed_size(packing: _Packing) -> int:
+    return packing.result.output_size or 0 if packing.result is not None else 0
+
+
+def _not_packed(source: str, reason: str, o: SlimOptions) -> _Packing:
+    if o.upx_required:
+        raise file_error(source, f"not packed: {reason}", ToolFailedError)
+    return _Packing(reason=reason)
+
+
+def _compress(
+    headerless: str | None,
+    stripped_path: str,
+    packed_path: str,
+    method: str | None,
+    tool: UpxTool,
+    o: SlimOptions,
+) -> UpxResult:
+    """UPX on the headerless copy; some binaries UPX only accepts with their section table, so on a
+    refusal, on the stripped file as it is."""
+    from .upx import compress
+
+    def attempt(path: str, *, required: bool) -> UpxResult:
+        return compress(
+            path,
+            packed_path,
+            method=method,
+            level=o.upx_level,
+            extra_args=o.upx_args,
+            timeout=o.upx_timeout,
+            force=o.upx_force,
+            required=required,
+            tool=tool,
+            runner=o.program_runner,
+        )
+
+    if headerless is not None:
+        result = attempt(headerless, required=False)
+        if result.packed:
+            return result
+    return attempt(stripped_path, required=o.upx_required)

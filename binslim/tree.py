@@ -13,16 +13,18 @@ path order whatever order the workers finish in.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import stat
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from . import fileops
 from .errors import BinslimError, UnsupportedError
-from .slim import SlimResult, failed_result, slim
+from .options import SlimOptions
+from .slim import SlimResult, failed_result, try_slim
 
 ELF_MAGIC = b"\x7fELF"
 BATCH_BYTES = 16 << 20  # a batch holds at most this much input, or a single larger file
@@ -133,6 +135,7 @@ def slim_tree(
             raise UnsupportedError(f"{refused} cannot be used on a tree")
     options.pop("output", None)
     options.setdefault("measure_startup", False)  # behaviour is checked; startup timing is not worth it here
+    job_options = SlimOptions.from_kwargs({**options, "dry_run": dry_run})
     workers = max(1, jobs if jobs is not None else default_jobs())
 
     entries = _walk([os.path.normpath(os.fspath(root)) for root in roots])
@@ -158,7 +161,7 @@ def slim_tree(
 
     batches = _batches(work, workers)
     receive([])
-    _execute(batches, min(workers, len(batches)), {**options, "dry_run": dry_run}, receive)
+    _execute(batches, min(workers, len(batches)), job_options, receive)
     results = tuple(ready[path] for path in order)
     return TreeResult(results, _summarize(entries, results, linked, dry_run))
 
@@ -284,14 +287,14 @@ def _batches(work: Sequence[_Job], workers: int) -> list[list[_Job]]:
 
 # --- running ----------------------------------------------------------------------------------------------
 
-_worker_options: dict[str, Any] = {}
+_worker_options = SlimOptions()
 _worker_stop: Any = None  # a multiprocessing Event: stop taking new files
 
 
 def _execute(
     batches: Sequence[list[_Job]],
     workers: int,
-    options: Mapping[str, Any],
+    options: SlimOptions,
     receive: Callable[[list[SlimResult]], None],
 ) -> None:
     if workers <= 1:
@@ -305,7 +308,7 @@ def _execute(
     context = multiprocessing.get_context("fork")  # workers start with everything imported
     stop = context.Event()
     pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_start_worker, initargs=(dict(options), stop)
+        max_workers=workers, mp_context=context, initializer=_start_worker, initargs=(options, stop)
     )
     try:
         futures = {pool.submit(_run_batch, batch): batch for batch in batches}
@@ -327,7 +330,7 @@ def _execute(
     pool.shutdown(wait=True)
 
 
-def _start_worker(options: dict[str, Any], stop: Any) -> None:
+def _start_worker(options: SlimOptions, stop: Any) -> None:
     import signal
 
     global _worker_options, _worker_stop
@@ -345,10 +348,10 @@ def _run_batch(batch: Sequence[_Job]) -> list[SlimResult]:
     return results
 
 
-def _run_job(job: _Job, options: Mapping[str, Any]) -> list[SlimResult]:
-    result = _attempt(job.path, keep_hard_links=not job.relink, **options)
+def _run_job(job: _Job, options: SlimOptions) -> list[SlimResult]:
+    result = _attempt(job.path, dataclasses.replace(options, keep_hard_links=not job.relink))
     results = [result]
-    installed = result.status == "ok" and not options.get("dry_run")
+    installed = result.status == "ok" and not options.dry_run
     for name in job.links:
         if installed and job.relink:
             try:
@@ -374,15 +377,8 @@ def _run_job(job: _Job, options: Mapping[str, Any]) -> list[SlimResult]:
     return results
 
 
-def _attempt(path: str, **options: Any) -> SlimResult:
-    try:
-        return slim(path, None, **options)
-    except BinslimError as exc:
-        return failed_result(path, None, str(exc))
-    except OSError as exc:
-        return failed_result(path, None, f"{path}: {exc.strerror or exc}")
-    except Exception as exc:  # a bug: reported for this file, and the others still go on
-        return failed_result(path, None, f"{path}: internal error: {type(exc).__name__}: {exc}")
+def _attempt(path: str, options: SlimOptions) -> SlimResult:
+    return try_slim(path, None, options)[0]  # a failure, even a bug, is this file's; the others go on
 
 
 # --- the summary ------------------------------------------------------------------------------------------

@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .elf import constants as c
-from .elf.kind import host_arch, read_kind
+from .elf.kind import host_arch, is_upx_packed, read_kind
 from .envvars import switch
 from .errors import (
-    BinslimError,
     ToolFailedError,
     ToolNotFoundError,
     UnsupportedError,
@@ -81,17 +80,6 @@ def pack_eligibility(path: str) -> str | None:
     if host is not None and not kind.native:
         return f"built for {kind.machine_name}, not this {host.name} host"
     return None
-
-
-def is_upx_packed(path: str) -> bool:
-    """True when ``path`` looks like UPX output: the ``UPX!`` marker near the start and no section headers.
-
-    Never raises for unreadable or non-ELF files; they are simply not UPX-packed.
-    """
-    try:
-        return read_kind(path).upx_packed
-    except (OSError, BinslimError):
-        return False
 
 
 # --- finding UPX ---

@@ -258,3 +258,14 @@ def read_kind(path: str | os.PathLike[str]) -> ElfKind:
     valid."""
     with ElfFile(os.fspath(path)) as elf:
         return kind_of(elf)
+
+
+def is_upx_packed(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` looks like UPX output: the ``UPX!`` marker near the start and no section headers.
+
+    Never raises for unreadable or non-ELF files; they are simply not UPX-packed.
+    """
+    try:
+        return read_kind(path).upx_packed
+    except (OSError, BinslimError):
+        return False
