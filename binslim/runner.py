@@ -1,8 +1,18 @@
-"""The one place that starts external programs.
+"""The one place that starts external programs, and ends everything they start.
 
-Every call takes an argument list (never a shell string) and a timeout. The child runs in its own process
-group so that a timeout kills it and everything it spawned. Captured output is capped so a binary that
-floods stdout cannot exhaust our memory. Peak RSS comes from ``os.wait4``.
+Every call takes an argument list (never a shell string) and a timeout. Captured output is capped so a
+binary that floods stdout cannot exhaust our memory. Peak RSS comes from ``os.wait4``.
+
+Containment. While any run is in flight this process is a child subreaper (``PR_SET_CHILD_SUBREAPER``), so
+a run's orphans (double forks, ``setsid`` daemons) become our children instead of init's. A run ends when its
+main process exits; then every process the run left behind is killed and reaped: its process group, its
+session, and the orphans it handed to us. Output is read only until then (plus a short drain), so a
+descendant holding stdout open cannot turn a finished run into a timeout. ``run(..., isolate=True)``
+(verification) also starts the program as PID 1 of a new PID namespace (``unshare --pid --fork
+--kill-child``) where that is allowed: the kernel then kills the whole namespace when the program exits,
+whatever its descendants did. Without a namespace, an orphan that left the run's session cannot be told
+apart from another child of this process, so every unknown child of ours is ended with the run: a library
+caller that runs its own children from other threads during a run should let binslim use a namespace.
 
 ``ru_maxrss`` of a child we start directly is useless for small programs: at ``execve`` Linux records the
 high-water mark of the old address space, which for a child of this process (fork or vfork alike) is our
@@ -27,7 +37,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from .errors import ToolFailedError, UnsupportedError
 
@@ -36,7 +46,9 @@ DEFAULT_OUTPUT_LIMIT = 1 << 20  # bytes kept per stream; the rest is read and dr
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_GET_CHILD_SUBREAPER = 37
 _LAUNCHER_NAME = "binslim-launch"  # $0 of the launcher shell; prefixes its own error messages
-_LEFTOVER_GRACE = 1.0  # seconds to wait for killed leftovers of a group to die and be reaped
+_LEFTOVER_GRACE = 2.0  # seconds to wait for a run's killed leftovers to die and be reaped
+_DRAIN_GRACE = 0.5  # seconds to keep reading output after a run ended, for what is still in the pipes
+_UNSHARE_ARGS = ("--pid", "--fork", "--kill-child", "--")
 
 
 @dataclass(frozen=True)
@@ -68,9 +80,16 @@ def run(
     output_limit: int = DEFAULT_OUTPUT_LIMIT,
     check: bool = False,
     measure_rss: bool = False,
+    isolate: bool = False,
 ) -> Completed:
     """Run ``argv`` with stdin on /dev/null; return what it did. Raises ToolFailedError only when it cannot
-    start or, with ``check=True``, when it exits non-zero or times out.
+    start or, with ``check=True``, when it exits non-zero or times out. Nothing the run started is left
+    alive when this returns (see the module docstring).
+
+    ``isolate=True`` runs the program as PID 1 of its own PID namespace where one can be had (see
+    ``pid_namespace_available``): containment then holds even for processes that leave the session, at
+    the price of ``unshare``'s own start (about 1 ms) in ``seconds``, ``getpid() == 1``, and PID 1's rule
+    that a signal the program sends itself without a handler is ignored.
 
     ``measure_rss=True`` makes ``peak_rss_kib`` the program's own peak (see the module docstring). The
     price: ``seconds`` then includes starting dash and the hand-over (about 1 ms), a bare ``argv[0]`` is
@@ -81,11 +100,18 @@ def run(
     argv = tuple(str(a) for a in argv)
     if not argv:
         raise ValueError("run() needs a program to run")
+    prefix = _namespace_prefix() if isolate else ()
+    # Without a namespace, an isolated run also ends the unknown children of ours (orphans that left its
+    # session); tools binslim runs itself (UPX...) leave none, and other threads' children stay untouched.
+    options: dict[str, Any] = {
+        "timeout": timeout,
+        "cwd": cwd,
+        "env": env,
+        "output_limit": output_limit,
+        "adopt_orphans": isolate and not prefix,
+    }
     with _child_subreaper(required=measure_rss):
-        if measure_rss:
-            result = _run_measured(argv, timeout=timeout, cwd=cwd, env=env, output_limit=output_limit)
-        else:
-            result = _run_direct(argv, timeout=timeout, cwd=cwd, env=env, output_limit=output_limit)
+        result = (_run_measured if measure_rss else _run_direct)(argv, prefix, **options)
     if check and (result.timed_out or result.returncode != 0):
         what = f"timed out after {timeout:g} s" if result.timed_out else f"exited with {result.returncode}"
         tail = result.stderr_tail()
@@ -104,27 +130,33 @@ def run(
 
 def _run_direct(
     argv: tuple[str, ...],
+    prefix: tuple[str, ...],
     *,
     timeout: float,
     cwd: str | None,
     env: Mapping[str, str] | None,
     output_limit: int,
+    adopt_orphans: bool,
 ) -> Completed:
+    launch = argv
+    if prefix:
+        # unshare would report a program it cannot exec in its own words; fail the way Popen does.
+        launch = (*prefix, _resolve_program(argv[0], cwd=cwd, env=env), *argv[1:])
     started = time.perf_counter()
-    proc = _spawn(argv, argv, stdin=subprocess.DEVNULL, cwd=cwd, env=env)
+    proc = _spawn(launch, argv, stdin=subprocess.DEVNULL, cwd=cwd, env=env)
     watch = _Watch(proc, output_limit)
     pid = proc.pid
     reaped = False
     try:
         watch.follow(pid)
         timed_out, ended = watch.wait(started + timeout)
-        # The group id stays reserved while ``pid`` is an unreaped zombie, so killing it first cannot hit
-        # an unrelated group that reused the number.
-        _kill_group(pid)
+        # The session id stays reserved while ``pid`` is an unreaped zombie, so ending the session first
+        # cannot hit an unrelated one that reused the number.
+        _end_leftovers(pid, main=pid, adopt_orphans=adopt_orphans)
         status, rusage = _reap(pid)
         reaped = True
         proc.returncode = os.waitstatus_to_exitcode(status)
-        _reap_group(pid)
+        watch.drain(time.perf_counter() + _DRAIN_GRACE)
     finally:
         if not reaped:
             _abandon(proc, [pid])
@@ -152,15 +184,19 @@ _LAUNCH_SCRIPT = 'exec 3<&0 0</dev/null; { read _ <&3 && exec "$@" 3<&-; } & ech
 
 def _run_measured(
     argv: tuple[str, ...],
+    prefix: tuple[str, ...],
     *,
     timeout: float,
     cwd: str | None,
     env: Mapping[str, str] | None,
     output_limit: int,
+    adopt_orphans: bool,
 ) -> Completed:
     program = _resolve_program(argv[0], cwd=cwd, env=env)
     script = _LAUNCH_SCRIPT if env is None or "PWD" in env else "unset PWD; " + _LAUNCH_SCRIPT
-    launcher = (_dash(), "-c", script, _LAUNCHER_NAME, program, *argv[1:])
+    # With a namespace the fork execs unshare, which forks the program: unshare's image is small too, and
+    # wait4 on it reports the larger of its own peak and the program's.
+    launcher = (_dash(), "-c", script, _LAUNCHER_NAME, *prefix, program, *argv[1:])
     ours, theirs = socket.socketpair()
     started = time.perf_counter()
     try:
@@ -178,14 +214,19 @@ def _run_measured(
         deadline = started + timeout
         report = watch.read_pid_report(deadline)
         if report is not None:
+            if report.strip().isdigit():
+                program_pid = int(report)
+                _register(program_pid)  # our child as soon as dash is reaped: not an orphan to end
+                pending.append(program_pid)
             # dash exits right after reporting; once it is reaped, the waiting fork is our child.
             _, shell_status, _ = os.wait4(shell_pid, 0)
             pending.remove(shell_pid)
+            _unregister(shell_pid)
             proc.returncode = os.waitstatus_to_exitcode(shell_status)
-            if not report.strip().isdigit():  # dash could not even fork
+            if program_pid is None:  # dash could not even fork
                 watch.release()
                 watch.drain(time.perf_counter() + 1.0)
-                _reap_group(shell_pid)
+                _end_leftovers(shell_pid, main=None, adopt_orphans=adopt_orphans)
                 tail = watch.completed(argv, None, 0.0, False, 0).stderr_tail()
                 raise ToolFailedError(
                     f"cannot run {argv[0]}: {_LAUNCHER_NAME} exited with {proc.returncode}: {tail}",
@@ -193,30 +234,28 @@ def _run_measured(
                     returncode=proc.returncode,
                     stderr_tail=tail,
                 )
-            program_pid = int(report)
-            pending.append(program_pid)
             watch.follow(program_pid)
             watch.release()
             timed_out, ended = watch.wait(deadline)
         else:
             timed_out, ended = True, time.perf_counter()
-        _kill_group(shell_pid)  # reserved while the program is unreaped; see _run_direct
-        if timed_out and program_pid is not None:
-            _kill(program_pid)  # not a group leader, so it may have left the group
+        # dash's session id stays reserved while the program (a member) is unreaped; see _run_direct.
+        _end_leftovers(shell_pid, main=program_pid, adopt_orphans=adopt_orphans)
         returncode: int | None = None
         peak_rss_kib = 0
         if shell_pid in pending:
             os.wait4(shell_pid, 0)
             pending.remove(shell_pid)
+            _unregister(shell_pid)
         if program_pid is not None:
             status, rusage = _reap(program_pid)
             pending.remove(program_pid)
             returncode = os.waitstatus_to_exitcode(status)
             peak_rss_kib = int(rusage.ru_maxrss)
-        _reap_group(shell_pid)
+        watch.drain(time.perf_counter() + _DRAIN_GRACE)
     finally:
         if pending:
-            _abandon(proc, pending, group=shell_pid)
+            _abandon(proc, pending, session=shell_pid)
         watch.close()
     result = watch.completed(
         argv,
@@ -226,13 +265,36 @@ def _run_measured(
         peak_rss_kib=peak_rss_kib,
     )
     # The exec itself failed in dash's child (e.g. "Exec format error"): report it the way Popen would.
-    prefix = f"{_LAUNCHER_NAME}: ".encode()
-    if result.returncode in (126, 127) and result.stderr.startswith(prefix):
+    prefix_text = f"{_LAUNCHER_NAME}: ".encode()
+    if result.returncode in (126, 127) and result.stderr.startswith(prefix_text):
         message = result.stderr.decode("utf-8", "replace").strip().splitlines()[0].split(": ")[-1]
         raise ToolFailedError(
             f"cannot run {argv[0]}: {message}", argv=argv, returncode=result.returncode, stderr_tail=message
         )
     return result
+
+
+def pid_namespace_available() -> bool:
+    """Whether ``run(..., isolate=True)`` gets its own PID namespace here (root, or a kernel and
+    ``unshare`` that allow it); probed once by starting ``true`` in one."""
+    return bool(_namespace_prefix())
+
+
+@functools.cache
+def _namespace_prefix() -> tuple[str, ...]:
+    unshare = shutil.which("unshare")
+    true = shutil.which("true")
+    if unshare is None or true is None or os.environ.get("BINSLIM_NO_PID_NAMESPACE"):
+        return ()
+    argv = (unshare, *_UNSHARE_ARGS, true)
+    try:
+        with _child_subreaper(required=False):
+            probe = _run_direct(
+                argv, (), timeout=10.0, cwd=None, env=None, output_limit=4096, adopt_orphans=False
+            )
+    except ToolFailedError:
+        return ()
+    return (unshare, *_UNSHARE_ARGS) if probe.returncode == 0 else ()
 
 
 def _dash() -> str:
@@ -334,19 +396,23 @@ def _spawn(
     cwd: str | None,
     env: Mapping[str, str] | None,
 ) -> subprocess.Popen[bytes]:
-    try:
-        return subprocess.Popen(
-            launch,
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=None if env is None else dict(env),
-            start_new_session=True,
-            close_fds=True,
-        )
-    except OSError as exc:
-        raise ToolFailedError(f"cannot run {argv[0]}: {exc.strerror or exc}", argv=argv) from exc
+    # Under the lock, so that no run's clean-up takes this child for an orphan before it is registered.
+    with _children_lock:
+        try:
+            proc = subprocess.Popen(
+                launch,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=None if env is None else dict(env),
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise ToolFailedError(f"cannot run {argv[0]}: {exc.strerror or exc}", argv=argv) from exc
+        _started.add(proc.pid)
+    return proc
 
 
 class _Watch:
@@ -400,13 +466,16 @@ class _Watch:
             self._control = None
 
     def wait(self, deadline: float) -> tuple[bool, float]:
-        """Until the output is closed and the followed process has exited: (timed_out, when)."""
-        while self._open or not self._has_exited():
+        """Read output until the followed process has exited: (timed_out, when). Not until the output is
+        closed: a descendant may hold it open, and the run's clean-up ends those."""
+        while not self._has_exited():
             if not self._step(deadline):
                 return True, time.perf_counter()
         return False, time.perf_counter()
 
     def drain(self, deadline: float) -> None:
+        """Read what is left until end of file, or until ``deadline`` if something we could not end (outside
+        our reach) still holds the output."""
         while self._open and self._step(deadline):
             pass
 
@@ -423,8 +492,8 @@ class _Watch:
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             return False
-        # Without a pidfd, an exit after the output closed is only seen by polling.
-        polling = self._pidfd is None and self._followed is not None and not self._open
+        # Without a pidfd, the exit is only seen by polling.
+        polling = self._pidfd is None and self._followed is not None and not self._exited
         for key, _ in self._selector.select(min(remaining, 0.001 if polling else 0.5)):
             if key.fd == self._pidfd:
                 self._exited = True
@@ -489,79 +558,107 @@ def _kill(pid: int) -> None:
         pass
 
 
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _reap(pid: int) -> tuple[int, resource.struct_rusage]:
     _, status, rusage = os.wait4(pid, 0)
+    _unregister(pid)
     return status, rusage
 
 
-def _reap_group(pgid: int) -> None:
-    """Reap the killed leftovers of a group that are (or become, through the subreaper) our children, so
-    no zombie or orphan outlives a run. Callers kill the group first, while a member of theirs is still
-    unreaped: that keeps the number from naming some other group by then. A process being killed cannot
-    fork, so one signal is enough."""
-    give_up = time.perf_counter() + _LEFTOVER_GRACE
-    while time.perf_counter() < give_up:
-        try:
-            pid, _ = os.waitpid(-pgid, os.WNOHANG)
-        except ChildProcessError:
-            pid = -1
-        if pid > 0:
-            continue
-        if pid < 0 and not _group_exists(pgid):
-            return
-        time.sleep(0.001)  # members are dying, or about to be reparented to us or to init
+# --- ending what a run left behind ------------------------------------------------------------------------
+
+_children_lock = threading.Lock()
+_started: set[int] = set()  # children the runner started and has not reaped yet, in every thread
 
 
-def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # Only zombies left that belong to someone else (init reaps them) do not need us.
-    return any(_is_live_member(pid, pgid) for pid in _pids())
+def _register(pid: int) -> None:
+    with _children_lock:
+        _started.add(pid)
 
 
-def _pids() -> Iterator[int]:
+def _unregister(pid: int) -> None:
+    with _children_lock:
+        _started.discard(pid)
+
+
+_STATE, _PPID, _PGRP, _SESSION = range(4)  # fields of a _process_table entry
+
+
+def _process_table() -> dict[int, tuple[bytes, int, int, int]]:
+    """pid → (state, ppid, process group, session) of every process, from /proc/PID/stat."""
+    table: dict[int, tuple[bytes, int, int, int]] = {}
     try:
         names = os.listdir("/proc")
     except OSError:
-        return
+        return table
     for name in names:
-        if name.isdigit():
-            yield int(name)
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        table[int(name)] = (fields[0], int(fields[1]), int(fields[2]), int(fields[3]))
+    return table
 
 
-def _is_live_member(pid: int, pgid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return False
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    state, ppid, group = fields[0], int(fields[1]), int(fields[2])
-    return group == pgid and (state != b"Z" or ppid == os.getpid())
+def _leftovers(session: int, main: int | None, adopt_orphans: bool) -> tuple[set[int], set[int]]:
+    """(live, our zombies) among what the run whose session leader is ``session`` left behind: members of
+    its session or group, every descendant of those, and (``adopt_orphans``) the children of ours that no
+    run started, which are orphans handed to us as child subreaper. ``main`` is never in the zombies."""
+    me = os.getpid()
+    with _children_lock:  # a child being started now is registered before a later scan sees it
+        table = _process_table()
+        known = set(_started)
+    roots = {pid for pid, proc in table.items() if session in (proc[_SESSION], proc[_PGRP])}
+    if main is not None and main in table:
+        roots.add(main)
+    if adopt_orphans:
+        roots |= {pid for pid, (_, ppid, _, _) in table.items() if ppid == me and pid not in known}
+    children: dict[int, list[int]] = {}
+    for pid, (_, ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    members: set[int] = set()
+    stack = list(roots)
+    while stack:
+        pid = stack.pop()
+        if pid not in members and pid != me:
+            members.add(pid)
+            stack.extend(children.get(pid, ()))
+    live = {pid for pid in members if table[pid][_STATE] != b"Z"}
+    zombies = {pid for pid in members - live if table[pid][_PPID] == me and pid != main}
+    return live, zombies
 
 
-def _abandon(proc: subprocess.Popen[bytes], pids: Sequence[int], group: int | None = None) -> None:
-    """Clean up after an exception: kill the group, reap what we started."""
-    pgid = proc.pid if group is None else group
-    _kill_group(pgid)
+def _end_leftovers(session: int, main: int | None, *, adopt_orphans: bool) -> None:
+    """Kill everything the run left behind (``main`` included, which is left unreaped) and reap what
+    becomes ours, until nothing of it is alive. A process being killed cannot fork, so the set only
+    shrinks; killed descendants of killed parents come to us as subreaper and are reaped in turn."""
+    give_up = time.perf_counter() + _LEFTOVER_GRACE
+    while True:
+        live, zombies = _leftovers(session, main, adopt_orphans)
+        for pid in live:
+            _kill(pid)
+        for pid in zombies:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        if main is not None:
+            live.discard(main)  # a zombie once killed; the caller reaps it for its status
+        if (not live and not zombies) or time.perf_counter() > give_up:
+            return
+        time.sleep(0.001)  # dying, or about to be handed to us
+
+
+def _abandon(proc: subprocess.Popen[bytes], pids: Sequence[int], session: int | None = None) -> None:
+    """Clean up after an exception: end the run's leftovers, reap what we started."""
+    leader = proc.pid if session is None else session
     for pid in pids:
         _kill(pid)
+    _end_leftovers(leader, main=None, adopt_orphans=False)
     for pid in pids:
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-    _reap_group(pgid)
+        _unregister(pid)
     if proc.returncode is None:
         proc.returncode = -signal.SIGKILL
