@@ -14,7 +14,7 @@ from .slim import SlimResult
 if TYPE_CHECKING:
     from .tree import TreeSummary
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: verify.added is the mean of paired differences, with an interval; warnings
 KIND_ORDER = ("symbols", "debug", "notes", "other", "headers")
 
 
@@ -74,22 +74,25 @@ def _format_verify(result: SlimResult) -> list[str]:
     assert v is not None
     if not v.ran:
         return [f"  {'verify':<10}static checks passed; not run: {v.reason}"]
-    same = "yes" if v.same_behaviour else "no"
-    lines = [
-        f"  {'verify':<10}same behaviour: {same} (args: {' '.join(v.args) or '(none)'})"
-        + (f"; {v.reason}" if v.reason else "")
-    ]
-    if v.original is not None and v.final is not None:
-        added = v.added_ms if v.added_ms is not None else 0.0
+    if v.original_varies:
+        lines = [f"  {'verify':<10}not compared: {v.reason}"]
+    else:
+        same = "yes" if v.same_behaviour else "no"
+        lines = [
+            f"  {'verify':<10}same behaviour: {same} (args: {' '.join(v.args) or '(none)'})"
+            + (f"; {v.reason}" if v.reason else "")
+        ]
+    if v.original is not None and v.final is not None and v.startup is not None:
         lines.append(
             f"  {'startup':<10}original {v.original.median_ms:.1f} ms ({v.original.min_ms:.1f}-"
             f"{v.original.max_ms:.1f}), final {v.final.median_ms:.1f} ms ({v.final.min_ms:.1f}-"
-            f"{v.final.max_ms:.1f}), added {added:+.1f} ms"
+            f"{v.final.max_ms:.1f}), added {v.startup.describe()}"
         )
         lines.append(
             f"  {'peak RSS':<10}original {v.original.peak_rss_kib:,} KiB, final {v.final.peak_rss_kib:,} KiB,"
             f" added {v.final.peak_rss_kib - v.original.peak_rss_kib:+,} KiB"
         )
+    lines.extend(f"  warning: {warning}" for warning in v.warnings)
     return lines
 
 
@@ -297,7 +300,9 @@ REPORT_SCHEMA: dict[str, Any] = {
                                     "ran",
                                     "args",
                                     "same_behaviour",
+                                    "original_varies",
                                     "reason",
+                                    "warnings",
                                     "startup_ms",
                                     "peak_rss_kib",
                                 ],
@@ -306,17 +311,28 @@ REPORT_SCHEMA: dict[str, Any] = {
                                     "ran": {"type": "boolean"},
                                     "args": {"type": "array", "items": {"type": "string"}},
                                     "same_behaviour": {"type": ["boolean", "null"]},
+                                    "original_varies": {"type": "boolean"},
                                     "reason": {"type": "string"},
+                                    "warnings": {"type": "array", "items": {"type": "string"}},
                                     "startup_ms": {
                                         "anyOf": [
                                             {"type": "null"},
                                             {
                                                 "type": "object",
-                                                "required": ["original", "final", "added"],
+                                                "required": [
+                                                    "original",
+                                                    "final",
+                                                    "added",
+                                                    "added_low",
+                                                    "added_high",
+                                                ],
+                                                "additionalProperties": False,
                                                 "properties": {
                                                     "original": _NUMBER,
                                                     "final": _NUMBER,
                                                     "added": _NUMBER,
+                                                    "added_low": {"anyOf": [_NUMBER, {"type": "null"}]},
+                                                    "added_high": {"anyOf": [_NUMBER, {"type": "null"}]},
                                                 },
                                             },
                                         ]

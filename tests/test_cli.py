@@ -51,7 +51,7 @@ def test_json_report_on_stdout_only(fixtures: dict[str, Fixture], tmp_path: Path
     done = binslim(fixtures["hello-c-overlay"].path, "-o", str(out), "--no-verify", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["schema"] == 1
+    assert report["schema"] == 2
     (entry,) = report["results"]
     assert entry["status"] == "ok"
     assert entry["size"]["final"] == out.stat().st_size

@@ -15,10 +15,10 @@ from elftools.elf.elffile import ELFFile
 
 from binslim.errors import MalformedELFError, NotELFError, ToolNotFoundError, VerificationError
 from binslim.runner import Completed, run
+from binslim.verification.launch import tiny_i386_program
 from binslim.verifier import (
     Timing,
     VerifyResult,
-    _tiny_i386_program,
     measure_startup,
     qemu_for,
     require_same,
@@ -290,11 +290,23 @@ def test_same_binary_same_behaviour_with_sane_timings(built: dict[str, str]) -> 
         assert isinstance(timing, Timing)
         assert 0 < timing.min_ms <= timing.median_ms <= timing.max_ms
         assert 0 < timing.peak_rss_kib < 64 * 1024
-    assert result.added_ms is not None
+    assert result.added_ms is not None and result.startup is not None and result.startup.pairs == 3
+    assert result.startup.low_ms is not None and result.startup.high_ms is not None
+    assert result.startup.low_ms <= result.added_ms <= result.startup.high_ms
+    assert not result.original_varies and result.warnings == ()
     report = result.to_dict()
-    assert list(report) == ["ran", "args", "same_behaviour", "reason", "startup_ms", "peak_rss_kib"]
-    assert report["args"] == ["--version"]
-    assert set(report["startup_ms"]) == {"original", "final", "added"}
+    assert list(report) == [
+        "ran",
+        "args",
+        "same_behaviour",
+        "original_varies",
+        "reason",
+        "warnings",
+        "startup_ms",
+        "peak_rss_kib",
+    ]
+    assert report["args"] == ["--version"] and report["original_varies"] is False and report["warnings"] == []
+    assert set(report["startup_ms"]) == {"original", "final", "added", "added_low", "added_high"}
     assert set(report["peak_rss_kib"]) == {"original", "final"}
     require_same(result)  # does not raise
 
@@ -322,9 +334,10 @@ def test_both_hanging_counts_as_the_same(built: dict[str, str]) -> None:
     recorder = Recorder()
     result = verify(built["probe"], built["stripped/probe"], args=("hang",), timeout=1.0, runner=recorder)
     assert result.ran and result.same_behaviour is True
-    assert "both timed out after 1 s" in result.reason
+    assert result.reason == "both timed out after 1 s; counted as the same; startup not measured"
+    assert result.warnings and "only that was compared" in result.warnings[0]
     assert result.original is None and result.final is None  # nothing to time
-    assert [done.timed_out for _, _, done in recorder.calls] == [True, True]
+    assert [done.timed_out for _, _, done in recorder.calls] == [True, True, True]  # the original twice
 
 
 def test_one_hanging_is_a_difference(built: dict[str, str]) -> None:
@@ -351,6 +364,10 @@ def test_argv0_and_usage_are_the_same_on_both_sides(built: dict[str, str]) -> No
     result = verify(built["probe"], renamed, args=("argv0",), measure=False, runner=recorder)
     assert result.same_behaviour is True, result.reason
     assert result.reason == "same exit code (2), stdout and stderr"
+    assert result.warnings == (
+        "the original exits with 2 (args: argv0): only that error path was exercised; choose --verify-args"
+        " or --verify-cmd that make it succeed",
+    )
     outputs = {(done.stdout, done.stderr) for _, _, done in recorder.calls}
     assert outputs == {(b"./probe\n", b"usage: ./probe\n")}
 
@@ -358,7 +375,7 @@ def test_argv0_and_usage_are_the_same_on_both_sides(built: dict[str, str]) -> No
 def test_stdin_is_closed(built: dict[str, str]) -> None:
     recorder = Recorder()
     verify(built["probe"], built["probe"], args=("stdin",), measure=False, runner=recorder)
-    assert [done.stdout for _, _, done in recorder.calls] == [b"read 0\n", b"read 0\n"]
+    assert [done.stdout for _, _, done in recorder.calls] == [b"read 0\n"] * 3
 
 
 def test_output_flood_is_capped(built: dict[str, str]) -> None:
@@ -450,6 +467,7 @@ def test_missing_libraries_mean_not_run_unless_given(built: dict[str, str], tmp_
     alone = verify(program, program, args=())
     assert not alone.ran and alone.same_behaviour is None
     assert "cannot load its libraries here" in alone.reason and "libprobe.so" in alone.reason
+    assert alone.reason.endswith("pass --verify-env LD_LIBRARY_PATH=DIR")
     library_dir = str(Path(built["libprobe.so"]).parent)
     given = verify(program, program, args=(), env={"LD_LIBRARY_PATH": library_dir}, runs=1)
     assert given.ran and given.same_behaviour is True, given.reason
@@ -462,7 +480,9 @@ def test_verify_result_to_dict_without_timings() -> None:
         "ran": True,
         "args": ["-h"],
         "same_behaviour": False,
+        "original_varies": False,
         "reason": "exit code 0→1",
+        "warnings": [],
         "startup_ms": None,
         "peak_rss_kib": None,
     }
@@ -502,7 +522,7 @@ def test_i386_runs_natively_or_under_qemu(tmp_path: Path) -> None:
     if os.uname().machine != "x86_64":
         pytest.skip("the IA-32 check is for x86_64 hosts")
     tiny = tmp_path / "tiny"
-    tiny.write_bytes(_tiny_i386_program())
+    tiny.write_bytes(tiny_i386_program())
     tiny.chmod(0o755)
     needed = qemu_for(str(tiny))
     assert needed in (None, "qemu-i386")
