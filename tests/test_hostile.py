@@ -1,0 +1,213 @@
+"""Verification against hostile programs (testdata/hostile/): each gets its expected verdict, and after
+every test nothing any of them started is still alive.
+
+Each program is built under a name carrying a token unique to this test session, so that the leftover
+check finds exactly the processes these tests started (wherever they were reparented, whatever they
+renamed their folder to) and nothing another test run on the same machine started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import binslim
+from binslim import runner as runner_module
+from binslim.errors import VerificationError
+from binslim.runner import Completed, run
+from binslim.verifier import require_same, verify
+from tests.helpers import IN_CI, REPO_ROOT, run_binslim
+
+HOSTILE_DIR = REPO_ROOT / "testdata" / "hostile"
+PROGRAMS = ("daemon", "holder", "clock", "usage", "selfsize", "sleeper", "flaky", "marker")
+TOKEN = f"hostile{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """name → path of each program, built with its symbol table (so stripping changes the file)."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.fail("gcc not found: install Debian's gcc (bash scripts/install.sh --test)")
+    folder = tmp_path_factory.mktemp("hostile")
+    paths: dict[str, str] = {}
+    for name in PROGRAMS:
+        binary = folder / f"{TOKEN}-{name}"
+        extra = [f'-DMARKER_PATH="{folder / "marker-ran"}"'] if name == "marker" else []
+        subprocess.run(
+            [gcc, "-O1", *extra, "-o", str(binary), str(HOSTILE_DIR / f"{name}.c")], check=True, timeout=120
+        )
+        paths[name] = str(binary)
+    paths["marker-file"] = str(folder / "marker-ran")
+    return paths
+
+
+def processes_of_this_session() -> list[tuple[int, str]]:
+    """(pid, cmdline) of every live process whose command line carries this session's token."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+            state = Path(f"/proc/{name}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if TOKEN.encode() in cmdline and state != b"Z":
+            found.append((int(name), cmdline.replace(b"\0", b" ").decode(errors="replace")))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_alive() -> Iterator[None]:
+    yield
+    leftovers = processes_of_this_session()
+    for pid, _ in leftovers:  # do not let one failure poison the next test
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    assert leftovers == [], f"processes outlived the test: {leftovers}"
+
+
+@pytest.fixture(params=["namespace", "subreaper"])
+def containment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of containing a run: a PID namespace, and (without one) the subreaper alone."""
+    if request.param == "namespace":
+        if not runner_module.pid_namespace_available():
+            message = "no PID namespace here (needs root or unprivileged user namespaces)"
+            if IN_CI:
+                pytest.fail(message)
+            pytest.skip(message)
+    else:
+        monkeypatch.setattr(runner_module, "_namespace_prefix", lambda: ())
+    return str(request.param)
+
+
+def stripped(path: str, folder: Path) -> str:
+    target = folder / os.path.basename(path)
+    binslim.strip(path, target)
+    assert os.path.getsize(target) < os.path.getsize(path)
+    return str(target)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[Completed] = []
+
+    def __call__(self, argv: list[str], **options: object) -> Completed:
+        done = run(argv, **options)  # type: ignore[arg-type]
+        self.calls.append(done)
+        return done
+
+
+def test_double_forking_daemon_is_ended(hostile: dict[str, str], tmp_path: Path, containment: str) -> None:
+    marker = tmp_path / "daemon-wrote-this"
+    result = verify(
+        hostile["daemon"], stripped(hostile["daemon"], tmp_path), args=("--version", str(marker)), runs=2
+    )
+    assert result.same_behaviour is True and result.reason == "same exit code (0), stdout and stderr"
+    assert result.startup is not None and result.warnings == ()
+    assert processes_of_this_session() == []
+    time.sleep(1.5)  # the grandchild would have written its file by now
+    assert not marker.exists()
+
+
+def test_setsid_child_holding_stdout_does_not_make_a_timeout(
+    hostile: dict[str, str], tmp_path: Path, containment: str
+) -> None:
+    recorder = Recorder()
+    result = verify(
+        hostile["holder"], stripped(hostile["holder"], tmp_path), timeout=5.0, runs=2, runner=recorder
+    )
+    assert result.same_behaviour is True and result.reason == "same exit code (0), stdout and stderr"
+    assert result.original is not None and result.startup is not None  # timed, not "both timed out"
+    assert len(recorder.calls) == 3 + 2 + 2 * 2 * 2  # original twice, result, warm-ups, 2 rounds × 2 kinds
+    for done in recorder.calls:
+        assert not done.timed_out and done.returncode == 0 and done.seconds < 2.5
+        assert done.stdout == b"hostile-holder 1.0\n"
+
+
+def test_time_printing_original_is_not_deterministic(hostile: dict[str, str], tmp_path: Path) -> None:
+    result = verify(hostile["clock"], stripped(hostile["clock"], tmp_path), runs=2)
+    assert result.ran and result.original_varies and result.same_behaviour is None
+    assert result.reason.startswith("the original itself is not deterministic")
+    assert "--verify-args or --verify-cmd" in result.reason
+    assert result.to_dict()["original_varies"] is True and result.to_dict()["startup_ms"] is None
+    with pytest.raises(VerificationError, match="the original itself is not deterministic") as caught:
+        require_same(result, "app")
+    assert caught.value.exit_code == 3 and str(caught.value).startswith("app: ")
+
+
+def test_time_printing_original_exits_3_from_the_cli(hostile: dict[str, str], tmp_path: Path) -> None:
+    done = run_binslim(hostile["clock"], "-o", str(tmp_path / "out"), "--verify-runs", "2")
+    assert done.returncode == 3
+    assert "the original itself is not deterministic" in done.stderr and "--verify-cmd" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_usage_error_on_version_is_a_warning(hostile: dict[str, str], tmp_path: Path) -> None:
+    result = verify(hostile["usage"], stripped(hostile["usage"], tmp_path), runs=2)
+    assert result.same_behaviour is True and result.reason == "same exit code (2), stdout and stderr"
+    assert result.warnings == (
+        "the original exits with 2 (args: --version): only that error path was exercised; choose"
+        " --verify-args or --verify-cmd that make it succeed",
+    )
+    assert result.to_dict()["warnings"] == list(result.warnings)
+    done = run_binslim(hostile["usage"], "-o", str(tmp_path / "out"), "--verify-runs", "2")
+    assert done.returncode == 0
+    assert "warning: the original exits with 2 (args: --version): only that error path" in done.stdout
+
+
+def test_program_reading_its_own_size_differs(hostile: dict[str, str], tmp_path: Path) -> None:
+    result = verify(hostile["selfsize"], stripped(hostile["selfsize"], tmp_path), runs=2)
+    assert result.same_behaviour is False and not result.original_varies
+    assert result.reason.startswith("stdout line 2: 'size ")
+    with pytest.raises(VerificationError, match="does not behave like the original"):
+        binslim.slim(hostile["selfsize"], tmp_path / "out", verify_runs=2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_sleeping_forever_both_time_out_with_a_warning(
+    hostile: dict[str, str], tmp_path: Path, containment: str
+) -> None:
+    recorder = Recorder()
+    result = verify(
+        hostile["sleeper"], stripped(hostile["sleeper"], tmp_path), timeout=0.5, runs=2, runner=recorder
+    )
+    assert result.same_behaviour is True and result.startup is None
+    assert result.reason == "both timed out after 0.5 s; counted as the same; startup not measured"
+    assert "only that was compared" in result.warnings[0]
+    assert [done.timed_out for done in recorder.calls] == [True, True, True]
+
+
+def test_failing_only_in_a_timed_run_is_caught(hostile: dict[str, str], tmp_path: Path) -> None:
+    result = verify(hostile["flaky"], stripped(hostile["flaky"], tmp_path), runs=3)
+    assert result.same_behaviour is False and not result.original_varies
+    # Compared run: the result's first; its warm-up is the second; the first timed run is its third.
+    assert result.reason == (
+        "timed run 1 of the result differs from the original's first run: exit code 0→1;"
+        " stdout line 1: 'hostile-flaky 1.0'→'hostile-flaky: failed on run 3'"
+    )
+
+
+def test_marker_proves_a_verified_run_executes_the_binary(hostile: dict[str, str], tmp_path: Path) -> None:
+    marker = Path(hostile["marker-file"])
+    marker.unlink(missing_ok=True)
+    binslim.slim(hostile["marker"], tmp_path / "out", verify_runs=1)
+    assert marker.exists()  # the control: verification does run it
+
+
+def test_no_verify_never_executes_the_binary(hostile: dict[str, str], tmp_path: Path) -> None:
+    marker = Path(hostile["marker-file"])
+    marker.unlink(missing_ok=True)
+    done = run_binslim(hostile["marker"], "-o", str(tmp_path / "out"), "--no-verify")
+    assert done.returncode == 0 and (tmp_path / "out").exists()
+    assert not marker.exists()
