@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from binslim import runner as runner_module
 from binslim.errors import ToolFailedError, UnsupportedError
 from binslim.runner import DEFAULT_OUTPUT_LIMIT, run
-from tests.helpers import require_tool
+from tests.helpers import IN_CI, require_tool
 
 # One small program with a mode per behaviour under test.
 PROBE_SOURCE = r"""
@@ -22,6 +23,7 @@ PROBE_SOURCE = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -59,6 +61,19 @@ int main(int argc, char **argv) {
         printf("%d\n", (int)child);
         return 0;
     }
+    if (!strcmp(mode, "escape")) {  /* a grandchild in a new session that holds stdout; we exit */
+        pid_t child = fork();
+        if (child == 0) {
+            setsid();
+            if (fork() == 0) { sleep(60); _exit(0); }
+            _exit(0);
+        }
+        printf("%d\n", (int)getpid());
+        fflush(stdout);
+        waitpid(child, NULL, 0);
+        return 0;
+    }
+    if (!strcmp(mode, "pid")) { printf("%d\n", (int)getpid()); return 0; }
     if (!strcmp(mode, "alloc")) {
         size_t size = (size_t)atoi(argv[2]) << 20;
         char *block = malloc(size);
@@ -281,3 +296,74 @@ def test_without_a_subreaper_plain_runs_still_work(probe: str, monkeypatch: pyte
         run([probe], timeout=30, measure_rss=True)
     monkeypatch.undo()
     assert run([probe], timeout=30, measure_rss=True).returncode == 0
+
+
+def escaped_grandchildren() -> list[int]:
+    """Live processes whose command line is the probe's "escape" mode."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.endswith(b"\0escape\0") and is_running(int(name)):
+                found.append(int(name))
+    return found
+
+
+@pytest.fixture(params=["namespace", "subreaper"])
+def isolation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "namespace":
+        if not runner_module.pid_namespace_available():
+            if IN_CI:
+                pytest.fail("no PID namespace in CI (it runs as root)")
+            pytest.skip("no PID namespace here (needs root or unprivileged user namespaces)")
+    else:
+        monkeypatch.setattr(runner_module, "_namespace_prefix", lambda: ())
+    return str(request.param)
+
+
+@both_modes
+def test_isolated_run_ends_a_setsid_grandchild_holding_stdout(
+    probe: str, isolation: str, measure_rss: bool
+) -> None:
+    before = children_of_this_process()
+    done = run([probe, "escape"], timeout=20, isolate=True, measure_rss=measure_rss)
+    assert done.returncode == 0 and not done.timed_out
+    assert done.seconds < 5  # not waiting for the grandchild's end of the output
+    assert escaped_grandchildren() == []
+    assert children_of_this_process() <= before
+    if isolation == "namespace":
+        assert done.stdout == b"1\n"  # PID 1 of its own namespace
+
+
+def test_tool_runs_leave_other_children_of_this_process_alone(probe: str) -> None:
+    """Only isolated runs without a namespace adopt unknown children; a tool run or a namespaced run never
+    touches a child this process started some other way (Popen's own wait still gets its status)."""
+    other = subprocess.Popen(["sleep", "1"])
+    try:
+        assert run([probe, "leave"], timeout=30).returncode == 0
+        if runner_module.pid_namespace_available():
+            assert run([probe, "leave"], timeout=30, isolate=True).returncode == 0
+        assert other.poll() is None
+        assert other.wait(timeout=10) == 0
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_no_pid_namespace_when_asked(probe: str) -> None:
+    """BINSLIM_NO_PID_NAMESPACE makes isolated runs go without one (e.g. a program that must not be PID 1)."""
+    code = (
+        "import sys; from binslim import runner; "
+        "done = runner.run([sys.argv[1], 'pid'], timeout=30, isolate=True); "
+        "print(runner.pid_namespace_available(), int(done.stdout))"
+    )
+    env = {**os.environ, "BINSLIM_NO_PID_NAMESPACE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    available, pid = done.stdout.split()
+    assert available == "False" and int(pid) > 1

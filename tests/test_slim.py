@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -125,6 +126,7 @@ def test_verified_packed_binary_reports_startup(fixtures: dict[str, Fixture], tm
     assert result.verify.original is not None and result.verify.final is not None
     text = binslim_cli(program, "-o", str(tmp_path / "out2"), "--upx", "--verify-runs", "3").stdout
     assert "same behaviour: yes" in text and "startup" in text and "peak RSS" in text
+    assert re.search(r"added [+-]\d+\.\d ms \(-?\d+\.\d to -?\d+\.\d\)", text), text
 
 
 def test_auto_method_keeps_the_smallest_within_budget(fixtures: dict[str, Fixture], tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import struct
 import subprocess
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from elftools.elf.elffile import ELFFile
 from binslim.errors import MalformedELFError, NotELFError, ToolNotFoundError, VerificationError
 from binslim.runner import Completed, run
 from binslim.verification.launch import tiny_i386_program
+from binslim.verification.measure import measure, paired_difference, t975
 from binslim.verifier import (
     Timing,
     VerifyResult,
@@ -531,3 +533,66 @@ def test_i386_runs_natively_or_under_qemu(tmp_path: Path) -> None:
     result = verify(str(tiny), str(tiny), args=(), runs=1)
     assert result.ran and result.same_behaviour is True
     assert result.reason == "same exit code (42), stdout and stderr"
+
+
+# --- startup statistics -----------------------------------------------------------------------------------
+
+
+def fake_completed(seconds: float, returncode: int = 0) -> Completed:
+    return Completed(
+        argv=("x",),
+        returncode=returncode,
+        stdout=b"",
+        stderr=b"",
+        seconds=seconds,
+        timed_out=False,
+        peak_rss_kib=7,
+    )
+
+
+def test_measure_alternates_the_order_of_each_pair() -> None:
+    order: list[tuple[int, bool]] = []
+    checked: list[tuple[int, str]] = []
+
+    def run_once(side: int, measure_rss: bool) -> Completed:
+        order.append((side, measure_rss))
+        return fake_completed(0.010 if side == 0 else 0.012 + 0.0001 * len(order))
+
+    timings, added = measure(
+        run_once, [0, 1], runs=4, check=lambda side, label, _: checked.append((side, label))
+    )
+    timed = [side for side, rss in order[2:] if not rss]
+    assert order[:2] == [(0, False), (1, False)]  # the warm-ups
+    assert timed == [0, 1, 1, 0, 0, 1, 1, 0]  # ABBA
+    assert [side for side, rss in order if rss] == [0, 1, 1, 0, 0, 1, 1, 0]
+    assert len(checked) == len(order) == 2 + 4 * 4  # every run is checked
+    assert ("timed run 3", "memory run 4") == (checked[10][1], checked[-1][1])
+    assert added is not None and added.pairs == 4
+    assert timings[0].median_ms == pytest.approx(10.0) and timings[0].peak_rss_kib == 7
+
+
+def test_paired_difference_interval_and_text() -> None:
+    added = paired_difference([10.0, 11.0, 10.5, 10.2], [85.0, 86.5, 85.1, 85.6])
+    differences = [75.0, 75.5, 74.6, 75.4]
+    mean = sum(differences) / 4
+    half = 3.182 * statistics.stdev(differences) / 2  # t(0.975, 3) = 3.182
+    assert added.added_ms == pytest.approx(mean)
+    assert (added.low_ms, added.high_ms) == (pytest.approx(mean - half), pytest.approx(mean + half))
+    assert added.describe() == f"+{mean:.1f} ms ({mean - half:.1f} to {mean + half:.1f})"
+    assert not added.within_noise
+
+    noisy = paired_difference([10.0, 12.0, 10.0, 12.0], [11.0, 11.0, 11.5, 11.0])
+    assert noisy.within_noise and noisy.describe().endswith(", within noise")
+    single = paired_difference([10.0], [12.5])
+    assert (single.low_ms, single.high_ms) == (
+        None,
+        None,
+    ) and single.describe() == "+2.5 ms (one pair: no interval)"
+
+
+def test_t_quantiles() -> None:
+    assert t975(1) == 12.706 and t975(8) == 2.306 and t975(30) == 2.042
+    assert t975(31) == pytest.approx(2.040, abs=0.001) and t975(120) == pytest.approx(1.980, abs=0.001)
+    assert t975(100_000) == pytest.approx(1.960, abs=0.001)
+    with pytest.raises(ValueError):
+        t975(0)
