@@ -1,15 +1,13 @@
 #!/bin/sh
-# The binslim step of examples/Dockerfile's builder stage, kept in one script so that
-# tests/test_docker_recipe.py runs exactly what the Dockerfile runs.
+# The binslim step of the builder stages in examples/: install binslim into a virtual environment (Debian's
+# Python refuses a system-wide pip install) and write the slimmed, verified INPUT to OUTPUT.
 #
-#   slim-app.sh INPUT OUTPUT [BINSLIM OPTION...]
+#   slim-app.sh INPUT OUTPUT [BINSLIM OPTION...]       e.g. slim-app.sh /go/bin/app /app --upx
 #
-# Installs binslim into a fresh virtual environment (Debian's Python refuses a system-wide pip install)
-# and writes the stripped, UPX-packed and verified INPUT to OUTPUT.
-#
-#   BINSLIM_VENV        where the virtual environment goes (default /opt/binslim)
-#   BINSLIM_PIP_SPEC    what pip installs (default: binslim; a checkout, a wheel or a git URL also work)
-#   PIP_*               pip's own settings (an index or a wheel folder for offline builds)
+#   BINSLIM_VENV        where the virtual environment goes (default /opt/binslim); reused when it has binslim
+#   BINSLIM_PIP_SPEC    what pip installs (default /binslim-src, the checkout the Dockerfiles copy in; a
+#                       published release such as binslim==0.1.0, a wheel or a URL also work)
+#   PIP_*               pip's own settings (an index, or a folder of wheels for offline builds)
 #   BINSLIM_*           binslim's options (see README, "Options from the environment")
 set -eu
 
@@ -22,6 +20,9 @@ output=$2
 shift 2
 
 venv=${BINSLIM_VENV:-/opt/binslim}
-python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --no-cache-dir "${BINSLIM_PIP_SPEC:-binslim}"
-"$venv/bin/binslim" "$input" -o "$output" --upx "$@"
+if [ ! -x "$venv/bin/binslim" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --no-cache-dir --disable-pip-version-check \
+        "${BINSLIM_PIP_SPEC:-/binslim-src}"
+fi
+exec "$venv/bin/binslim" "$input" -o "$output" "$@"

@@ -3,12 +3,13 @@
 #
 #   bash scripts/install.sh             upx (bookworm-backports) and binslim itself (pip install .)
 #   bash scripts/install.sh --editable  the same, as an editable install
-#   bash scripts/install.sh --test      also the test toolchain, and binslim editable with its [test] extra
+#   bash scripts/install.sh --test      also the test toolchain (docker.io and debootstrap for the Docker
+#                                       tests among it), and binslim editable with its [test] extra
 #   bash scripts/install.sh --demo      install, then shrink a small demo program with binslim
 set -euo pipefail
 
 usage() {
-    sed -n '2,8s/^# \{0,1\}//p' "$0"
+    sed -n '2,9s/^# \{0,1\}//p' "$0"
 }
 
 want_test=0
@@ -223,6 +224,21 @@ ensure_python
 if [ "$want_test" -eq 1 ]; then
     apt_install gcc g++ libc6-dev musl-tools qemu-user elfutils gdb binutils llvm time patchelf
     apt_install -t "$backports" golang-1.23-go
+    # The Docker recipe tests (tests/docker_engine.py) start this dockerd themselves and build their base
+    # images with debootstrap. Installing docker.io must not start a daemon: policy-rc.d says no while it runs.
+    if ! is_installed docker.io || ! is_installed debootstrap; then
+        policy=/usr/sbin/policy-rc.d
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\nexit 101\n' | root tee "$policy" >/dev/null
+            root chmod 755 "$policy"
+            trap 'root rm -f "$policy"' EXIT
+            apt_install docker.io debootstrap
+            root rm -f "$policy"
+            trap - EXIT
+        else
+            apt_install docker.io debootstrap
+        fi
+    fi
     if ! find_rustc >/dev/null; then
         apt_install rustc
     fi

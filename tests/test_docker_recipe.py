@@ -1,8 +1,10 @@
-"""examples/Dockerfile without Docker: its binslim RUN line, run through the same script in a fresh venv.
+"""The Docker recipes of examples/, on a real Docker engine (tests/docker_engine.py), exactly as the README
+shows them.
 
-No Docker engine runs here, so the test reads the Dockerfile, checks the story it tells (a Go build in a
-builder stage, binslim in that stage, only the result copied into the final stage), and then runs the
-script the Dockerfile's RUN line calls, with that line's arguments mapped to temporary paths.
+The README's own ``docker build`` and ``docker run`` commands run in a copy of this checkout's tracked files
+(what a fresh clone holds), with ``--network host`` added to the build (the registries are reachable only
+through the host here) and ``--network none`` to the run (the engine has no bridge). The Dockerfile's story
+is also checked without an engine, and its binslim step runs in a fresh virtual environment.
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from testdata.build import Fixture
+from tests.docker_engine import DockerEngine
 from tests.helpers import require_tool, run_fixture
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+README = REPO_ROOT / "README.md"
 DOCKERFILE = REPO_ROOT / "examples" / "Dockerfile"
 SCRIPT = REPO_ROOT / "examples" / "slim-app.sh"
 INSTALL_TIMEOUT = 900
+BUILD_TIMEOUT = 1800
 
 
 @dataclass
@@ -69,35 +76,59 @@ def slim_step(stages: list[Stage]) -> tuple[Stage, list[str]]:
     raise AssertionError(f"no RUN line of {DOCKERFILE} calls {SCRIPT.name}")
 
 
+def readme_section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(f"\n## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def readme_docker_commands(section: str) -> list[list[str]]:
+    """The ``docker ...`` lines of the section's first shell block, comments dropped."""
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block, "the README's Docker section shows its commands in a sh block"
+    commands = []
+    for line in block.group(1).splitlines():
+        words = shlex.split(line, comments=True)
+        if words and words[0] == "docker":
+            commands.append(words)
+    return commands
+
+
 def test_dockerfile_tells_the_story() -> None:
     stages = parse_dockerfile(DOCKERFILE)
     builder, args = slim_step(stages)
     final = stages[-1]
     assert len(stages) == 2 and builder is stages[0] and builder.name == "builder"
-    assert builder.base.startswith("golang:")
+    assert builder.base == "golang:1.23-bookworm"
     # The Go build writes what binslim reads; binslim writes what the final stage copies, and nothing else.
     go_build = next(shlex.split(run) for run in builder.lines("RUN") if " go build " in f" {run} ")
     source, output, *options = args
     assert go_build[go_build.index("-o") + 1] == source
+    assert "--upx" in options
+    assert final.base == "scratch"
     copied = [shlex.split(c) for c in final.lines("COPY")]
     assert copied == [["--from=builder", output, output]]
     assert final.lines("RUN") == [], "nothing may be stripped or deleted in the final stage"
-    # The script is copied in from examples/, so the RUN line runs exactly this file.
-    script_copy = [shlex.split(c) for c in builder.lines("COPY") if SCRIPT.name in c]
-    assert script_copy and script_copy[0][0] == "examples/slim-app.sh"
+    # binslim comes from the build context by default; a build argument can name a published release.
+    assert "BINSLIM_PIP_SPEC=/binslim-src" in builder.lines("ARG")
+    assert [["binslim/", "/binslim-src/binslim/"]] == [
+        shlex.split(c) for c in builder.lines("COPY") if c.startswith("binslim/")
+    ]
     text = DOCKERFILE.read_text()
-    assert re.search(r"builder stage.*\n(#.*\n)*#.*layer", text), (
-        "the note on why binslim runs in the builder"
-    )
+    assert re.search(r"builder stage.*\n(#.*\n)*#.*layer", text), "the note on why binslim runs in the builder"
+    assert "--build-arg BINSLIM_PIP_SPEC=binslim==" in text
+    assert not re.search(r"https?://", text), "no mirror address: the backports line comes from the image"
     script = SCRIPT.read_text()
-    assert re.search(r"pip install .*BINSLIM_PIP_SPEC:-binslim", script)
-    assert re.search(r'binslim" "\$input" -o "\$output" --upx', script)
+    assert re.search(r"pip install .*\n.*BINSLIM_PIP_SPEC:-/binslim-src", script)
+    assert re.search(r'binslim" "\$input" -o "\$output" "\$@"', script)
 
 
 def test_recipe_runs_in_a_fresh_venv(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
     require_tool("upx")
     _, args = slim_step(parse_dockerfile(DOCKERFILE))
     source, output, *options = args
+    options = [option for option in options if option != "$BINSLIM_ARGS"]
     program = fixtures["hello-go"]  # testdata/go/hello, the program the Dockerfile builds
     root = tmp_path / "root"  # the builder's file system
     built = root / source.lstrip("/")
@@ -130,3 +161,69 @@ def test_recipe_runs_in_a_fresh_venv(fixtures: dict[str, Fixture], tmp_path: Pat
 def test_script_refuses_missing_arguments() -> None:
     done = subprocess.run(["sh", str(SCRIPT)], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2 and "usage: slim-app.sh INPUT OUTPUT" in done.stderr
+
+
+# --- on a real engine ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clean_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This checkout's tracked files, as a fresh clone has them (with their working-tree contents)."""
+    clone = tmp_path_factory.mktemp("clone")
+    listed = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "ls-files", "-z"], capture_output=True, timeout=60, check=True
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO_ROOT / name
+        if not os.path.lexists(source):
+            continue  # deleted in the working tree, not yet committed
+        target = clone / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target, follow_symlinks=False)
+    return clone
+
+
+def build_command(words: list[str], *extra: str) -> list[str]:
+    assert words[:2] == ["docker", "build"]
+    return [*words[:2], "--network", "host", *extra, *words[2:]]
+
+
+def test_readme_recipe_builds_and_runs(docker_engine: DockerEngine, clean_clone: Path) -> None:
+    section = readme_section("Docker")
+    build, run = readme_docker_commands(section)
+    tag = build[build.index("-t") + 1]
+    built = docker_engine.docker(*build_command(build)[1:], cwd=clean_clone, timeout=BUILD_TIMEOUT, check=False)
+    output = built.stdout + built.stderr
+    assert built.returncode == 0, output[-6000:]
+    # binslim's report, with its verification, is in the build output.
+    assert re.search(r"/go/bin/app -> /app: stripped, packed", output), output[-4000:]
+    assert "same behaviour: yes" in output
+
+    assert run[:2] == ["docker", "run"] and tag in run
+    ran = docker_engine.docker(*run[1:2], "--network", "none", *run[2:], check=False)
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "hello-go 1.0.0\n", "")
+
+    # The image is the packed program and nothing else: its size is that file's, a fraction of the original's.
+    image_size = docker_engine.image_size(tag)
+    final = re.search(r"final\s+([\d,]+) B", output)
+    original = re.search(r"original\s+([\d,]+) B", output)
+    assert final and original
+    assert image_size == int(final.group(1).replace(",", ""))
+    assert image_size < int(original.group(1).replace(",", "")) * 0.5
+    assert image_size < 1_000_000
+
+
+def test_failed_verification_fails_the_build(docker_engine: DockerEngine, clean_clone: Path) -> None:
+    build, _ = readme_docker_commands(readme_section("Docker"))
+    build = [*build]
+    build[build.index("-t") + 1] = "hello-slim-unverified"
+    # md5sum as the verification script prints each file's checksum: the two sides differ, for real.
+    extra = ("--build-arg", "BINSLIM_ARGS=--verify-cmd /usr/bin/md5sum")
+    built = docker_engine.docker(
+        *build_command(build, *extra)[1:], cwd=clean_clone, timeout=BUILD_TIMEOUT, check=False
+    )
+    output = built.stdout + built.stderr
+    assert built.returncode != 0, output[-4000:]
+    assert "the result does not behave like the original" in output
+    assert "returned a non-zero code: 3" in output, output[-4000:]
+    assert docker_engine.docker("image", "inspect", "hello-slim-unverified", check=False).returncode != 0

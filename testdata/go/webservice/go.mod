@@ -1,0 +1,3 @@
+module binslim.test/webservice
+
+go 1.21
