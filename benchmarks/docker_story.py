@@ -91,7 +91,14 @@ def slim_reports(engine: DockerEngine) -> dict[str, dict[str, object]]:
     reports = {}
     for target in ("stripped", "packed"):
         shown = engine.docker(
-            "run", "--rm", "--network", "none", "--entrypoint", "cat", tag_of("slimming"), f"/out/{target}.json"
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "cat",
+            tag_of("slimming"),
+            f"/out/{target}.json",
         ).stdout
         reports[target] = json.loads(shown)["results"][0]
     return reports

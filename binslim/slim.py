@@ -148,6 +148,8 @@ def slim(
 ) -> SlimResult:
     """Strip ``input`` (and pack it when ``upx``), check the result, and install it at ``output``.
 
+    ``output``'s folder must exist: no folder is ever created, and a missing one raises BinslimError.
+
     With ``output=None`` the input is rewritten in place; an input that has nothing to strip (and is not to
     be packed) is then left untouched, and one with several hard links keeps them when ``keep_hard_links``
     (its inode is rewritten, see ``fileops.install``). ``measure_startup=False`` verifies behaviour without

@@ -4,7 +4,7 @@ shows them.
 The README's own ``docker build`` and ``docker run`` commands run in a copy of this checkout's tracked files
 (what a fresh clone holds), with ``--network host`` added to the build (the registries are reachable only
 through the host here) and ``--network none`` to the run (the engine has no bridge). The Dockerfile's story
-is also checked without an engine, and its binslim step runs in a fresh virtual environment.
+is also checked without an engine, and its binslim step runs in a fresh virtual environment from a wheel.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,7 +117,9 @@ def test_dockerfile_tells_the_story() -> None:
         shlex.split(c) for c in builder.lines("COPY") if c.startswith("binslim/")
     ]
     text = DOCKERFILE.read_text()
-    assert re.search(r"builder stage.*\n(#.*\n)*#.*layer", text), "the note on why binslim runs in the builder"
+    assert re.search(r"builder stage.*\n(#.*\n)*#.*layer", text), (
+        "the note on why binslim runs in the builder"
+    )
     assert "--build-arg BINSLIM_PIP_SPEC=binslim==" in text
     assert not re.search(r"https?://", text), "no mirror address: the backports line comes from the image"
     script = SCRIPT.read_text()
@@ -136,7 +139,27 @@ def test_recipe_runs_in_a_fresh_venv(fixtures: dict[str, Fixture], tmp_path: Pat
     shutil.copy2(program.path, built)
     slimmed = root / output.lstrip("/")
     env = {key: value for key, value in os.environ.items() if not key.startswith(("BINSLIM_", "VIRTUAL_ENV"))}
-    env.update(BINSLIM_VENV=str(tmp_path / "venv"), BINSLIM_PIP_SPEC=str(REPO_ROOT), PIP_NO_INPUT="1")
+    env.update(PIP_NO_INPUT="1")
+    # conftest's PYTHONPATH names this checkout: pip would take binslim as installed already.
+    env.pop("PYTHONPATH", None)
+    # The README's way outside this repository: a wheel built from a checkout (here a copy of one, so the
+    # build leaves nothing in this tree), then installed by its path through BINSLIM_PIP_SPEC.
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO_ROOT / "binslim", checkout / "binslim", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO_ROOT / name, checkout / name)
+    wheel = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path / "dist"), str(checkout)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT,
+        check=False,
+    )
+    assert wheel.returncode == 0, wheel.stdout + wheel.stderr
+    (wheel_path,) = (tmp_path / "dist").glob("binslim-*-py3-none-any.whl")
+    env.update(BINSLIM_VENV=str(tmp_path / "venv"), BINSLIM_PIP_SPEC=str(wheel_path))
     env.pop("TERM", None)
     # As RUN does it: /bin/sh -c, no terminal, nothing on stdin.
     done = subprocess.run(
@@ -192,11 +215,13 @@ def test_readme_recipe_builds_and_runs(docker_engine: DockerEngine, clean_clone:
     section = readme_section("Docker")
     build, run = readme_docker_commands(section)
     tag = build[build.index("-t") + 1]
-    built = docker_engine.docker(*build_command(build)[1:], cwd=clean_clone, timeout=BUILD_TIMEOUT, check=False)
+    built = docker_engine.docker(
+        *build_command(build)[1:], cwd=clean_clone, timeout=BUILD_TIMEOUT, check=False
+    )
     output = built.stdout + built.stderr
     assert built.returncode == 0, output[-6000:]
     # binslim's report, with its verification, is in the build output.
-    assert re.search(r"/go/bin/app -> /app: stripped, packed", output), output[-4000:]
+    assert re.search(r"/go/bin/app -> /app: stripped and packed", output), output[-4000:]
     assert "same behaviour: yes" in output
 
     assert run[:2] == ["docker", "run"] and tag in run

@@ -206,3 +206,14 @@ def test_auto_method_verifies_with_the_verify_cmd(fixtures: dict[str, Fixture], 
     )
     assert result.packed_size is not None and result.verify is not None and result.verify.same_behaviour
     assert seen.read_text().count("\n") >= 2, "the script ran for the original and the packed candidate"
+
+
+def test_slim_writes_into_an_existing_folder_only(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    source = Path(stage_fixture(fixtures, "hello-c-pie", tmp_path))
+    before = source.read_bytes()
+    missing = tmp_path / "dist" / "bin"
+    with pytest.raises(binslim.BinslimError, match="no such file or directory"):
+        binslim.slim(source, missing / "app", verify=False)
+    assert not missing.parent.exists(), "the output folder is not created"
+    assert source.read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == [source.name], "no temporary file left"
