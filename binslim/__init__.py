@@ -7,6 +7,8 @@ Everything else is private. LIEF is never imported here.
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -20,11 +22,11 @@ from .errors import (
     UnsupportedError,
     VerificationError,
 )
-from .slim import SlimResult, slim
-from .strip import RemovedSection, StripResult, strip
-from .tree import TreeResult, TreeSummary, slim_tree
 
 if TYPE_CHECKING:
+    from .slim import SlimResult, slim
+    from .strip import RemovedSection, StripResult, strip
+    from .tree import TreeResult, TreeSummary, slim_tree
     from .upx import UpxResult, compress
     from .verifier import Timing, VerifyResult, verify
 
@@ -52,8 +54,17 @@ __all__ = [
     "verify",
 ]
 
-# The UPX and verification stages load on first use: pyelftools alone would add ~25 ms to every start.
+# Every stage loads on first use: a command pays only for the stages it runs (pyelftools alone, which the
+# verifier needs, adds ~25 ms to a start).
 _LAZY = {
+    "slim": "slim",
+    "SlimResult": "slim",
+    "strip": "strip",
+    "StripResult": "strip",
+    "RemovedSection": "strip",
+    "slim_tree": "tree",
+    "TreeResult": "tree",
+    "TreeSummary": "tree",
     "compress": "upx",
     "UpxResult": "upx",
     "verify": "verifier",
@@ -71,3 +82,16 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f".{module_name}", __name__), name)
     globals()[name] = value
     return value
+
+
+class _Package(types.ModuleType):
+    """``binslim.slim`` and ``binslim.strip`` name the functions, although submodules of the same names
+    exist: importing a submodule binds its name on the package, which must not replace the function."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name and name in __all__:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

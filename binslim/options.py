@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import BinslimError
 
@@ -16,12 +15,12 @@ UPX_METHODS = ("nrv", "lzma", "auto")
 LEVELS = ("all", "debug", "sections")
 
 
-@dataclass(frozen=True)
-class SlimOptions:
+class SlimOptions(NamedTuple):
     """Everything ``slim`` takes besides the input and output paths; see ``slim`` for each field.
 
-    Sequences are stored as tuples and ``upx`` is set whenever ``upx_method`` is, so two equal jobs compare
-    equal. Bad combinations raise BinslimError on construction.
+    ``checked()`` (which ``slim_with`` applies) stores sequences as tuples, sets ``upx`` whenever
+    ``upx_method`` is, and raises BinslimError for a bad combination. A NamedTuple rather than a dataclass:
+    ``dataclasses`` alone would cost a plain strip more start-up time than the strip itself takes.
     """
 
     level: str = "all"
@@ -49,22 +48,21 @@ class SlimOptions:
     dry_run: bool = False
     runner: Runner | None = None  # None: binslim.runner.run, imported only when a stage runs a program
 
-    def __post_init__(self) -> None:
+    def checked(self) -> SlimOptions:
+        """These options, validated and normalised."""
         if self.upx_method is not None and self.upx_method not in UPX_METHODS:
             raise BinslimError(
                 f"unknown UPX method {self.upx_method!r} (choose from {', '.join(UPX_METHODS)})"
             )
         if self.upx_method == "auto" and self.max_startup_ms is None:
             raise BinslimError("--upx-method auto needs --max-startup-ms")
-        tidy = {
-            "keep_sections": tuple(self.keep_sections),
-            "remove_sections": tuple(self.remove_sections),
-            "verify_args": tuple(self.verify_args),
-            "keep_debug": os.fspath(self.keep_debug) if self.keep_debug is not None else None,
-            "upx": self.upx or self.upx_method is not None,
-        }
-        for name, value in tidy.items():
-            object.__setattr__(self, name, value)
+        return self._replace(
+            keep_sections=tuple(self.keep_sections),
+            remove_sections=tuple(self.remove_sections),
+            verify_args=tuple(self.verify_args),
+            keep_debug=os.fspath(self.keep_debug) if self.keep_debug is not None else None,
+            upx=self.upx or self.upx_method is not None,
+        )
 
     @property
     def program_runner(self) -> Runner:
@@ -75,13 +73,9 @@ class SlimOptions:
         return run
 
     @classmethod
-    def names(cls) -> frozenset[str]:
-        return frozenset(f.name for f in fields(cls))
-
-    @classmethod
     def from_kwargs(cls, options: Mapping[str, Any]) -> SlimOptions:
         """From ``slim``'s keyword arguments; an unknown name is a TypeError, as a call would make it."""
-        unknown = set(options) - cls.names()
+        unknown = set(options) - set(cls._fields)
         if unknown:
             raise TypeError(f"unknown slim option(s): {', '.join(sorted(unknown))}")
-        return cls(**options)
+        return cls(**options).checked()

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, fileops
+from . import __version__
 from .errors import printable
-from .slim import SlimResult
 
 if TYPE_CHECKING:
+    from .slim import SlimResult
     from .tree import TreeSummary
 
 SCHEMA_VERSION = 2  # 2: verify.added is the mean of paired differences, with an interval; warnings
@@ -160,199 +158,13 @@ def to_json_document(results: Iterable[SlimResult], summary: TreeSummary | None 
 
 
 def dumps(results: Iterable[SlimResult], summary: TreeSummary | None = None) -> str:
+    import json
+
     return json.dumps(to_json_document(results, summary), indent=2, sort_keys=False)
 
 
-def write_json_atomically(path: str, results: Iterable[SlimResult]) -> None:
-    """Write the JSON report to ``path`` through a temporary file, so readers never see half a report."""
-    tmp = fileops.temp_path_beside(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(dumps(results) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def __getattr__(name: str) -> Any:
+    # REPORT_SCHEMA (documented here) is built only when asked for: no command needs it.
+    if name == "REPORT_SCHEMA":
+        from .report_schema import REPORT_SCHEMA
 
-
-_NUMBER = {"type": "number"}
-_INT = {"type": "integer", "minimum": 0}
-# JSON Schema (draft 2020-12) of the --json report; README.md documents the same shape.
-REPORT_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "required": ["schema", "binslim", "results"],
-    "additionalProperties": False,
-    "properties": {
-        "schema": {"const": SCHEMA_VERSION},
-        "binslim": {"type": "string"},
-        "summary": {  # only with -r
-            "type": "object",
-            "required": [
-                "files",
-                "elf",
-                "stripped",
-                "skipped",
-                "failed",
-                "not_elf",
-                "symlinks",
-                "special",
-                "bytes",
-                "packed",
-                "not_packed",
-                "dry_run",
-            ],
-            "additionalProperties": False,
-            "properties": {
-                **{
-                    name: _INT
-                    for name in (
-                        "files",
-                        "elf",
-                        "stripped",
-                        "failed",
-                        "not_elf",
-                        "symlinks",
-                        "special",
-                        "packed",
-                    )
-                },
-                "skipped": {"type": "object", "additionalProperties": _INT},
-                "not_packed": {"type": "object", "additionalProperties": _INT},
-                "bytes": {
-                    "type": "object",
-                    "required": ["before", "after", "saved"],
-                    "additionalProperties": False,
-                    "properties": {"before": _INT, "after": _INT, "saved": {"type": "integer"}},
-                },
-                "dry_run": {"type": "boolean"},
-            },
-        },
-        "results": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": [
-                    "input",
-                    "output",
-                    "status",
-                    "message",
-                    "size",
-                    "removed",
-                    "overlay",
-                    "upx",
-                    "verify",
-                ],
-                "additionalProperties": False,
-                "properties": {
-                    "input": {"type": "string"},
-                    "output": {"type": "string"},
-                    "status": {"enum": ["ok", "skipped", "failed"]},
-                    "message": {"type": "string"},
-                    "size": {
-                        "type": "object",
-                        "required": ["original", "stripped", "packed", "final"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "original": _INT,
-                            "stripped": _INT,
-                            "packed": {"anyOf": [_INT, {"type": "null"}]},
-                            "final": _INT,
-                        },
-                    },
-                    "removed": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["name", "kind", "size"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "name": {"type": "string"},
-                                "kind": {"enum": ["symbols", "debug", "notes", "other", "headers"]},
-                                "size": {"type": "integer"},
-                            },
-                        },
-                    },
-                    "overlay": _INT,
-                    "upx": {
-                        "anyOf": [
-                            {"type": "null"},
-                            {
-                                "type": "object",
-                                "required": ["version", "method", "level", "seconds"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "version": {"type": "string"},
-                                    "method": {"type": "string"},
-                                    "level": {"type": "string"},
-                                    "seconds": _NUMBER,
-                                },
-                            },
-                        ]
-                    },
-                    "verify": {
-                        "anyOf": [
-                            {"type": "null"},
-                            {
-                                "type": "object",
-                                "required": [
-                                    "ran",
-                                    "args",
-                                    "same_behaviour",
-                                    "original_varies",
-                                    "reason",
-                                    "warnings",
-                                    "startup_ms",
-                                    "peak_rss_kib",
-                                ],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "ran": {"type": "boolean"},
-                                    "args": {"type": "array", "items": {"type": "string"}},
-                                    "same_behaviour": {"type": ["boolean", "null"]},
-                                    "original_varies": {"type": "boolean"},
-                                    "reason": {"type": "string"},
-                                    "warnings": {"type": "array", "items": {"type": "string"}},
-                                    "startup_ms": {
-                                        "anyOf": [
-                                            {"type": "null"},
-                                            {
-                                                "type": "object",
-                                                "required": [
-                                                    "original",
-                                                    "final",
-                                                    "added",
-                                                    "added_low",
-                                                    "added_high",
-                                                ],
-                                                "additionalProperties": False,
-                                                "properties": {
-                                                    "original": _NUMBER,
-                                                    "final": _NUMBER,
-                                                    "added": _NUMBER,
-                                                    "added_low": {"anyOf": [_NUMBER, {"type": "null"}]},
-                                                    "added_high": {"anyOf": [_NUMBER, {"type": "null"}]},
-                                                },
-                                            },
-                                        ]
-                                    },
-                                    "peak_rss_kib": {
-                                        "anyOf": [
-                                            {"type": "null"},
-                                            {
-                                                "type": "object",
-                                                "required": ["original", "final"],
-                                                "properties": {"original": _INT, "final": _INT},
-                                            },
-                                        ]
-                                    },
-                                },
-                            },
-                        ]
-                    },
-                },
-            },
-        },
-    },
-}

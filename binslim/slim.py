@@ -7,8 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import fileops
 from .elf.copy import copy_range
@@ -26,8 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["UPX_METHODS", "SlimOptions", "SlimResult", "failed_result", "slim", "slim_with", "try_slim"]
 
 
-@dataclass(frozen=True)
-class SlimResult:
+class SlimResult(NamedTuple):
     """One entry of the JSON report's ``results``."""
 
     input: str
@@ -95,12 +93,12 @@ def failed_result(path: str, output: str | None, message: str) -> SlimResult:
     )
 
 
-@dataclass
 class _Temps:
     """Temporary files of one run; all removed at the end unless installed."""
 
-    paths: list[str] = field(default_factory=list)
-    folder: str | None = None  # a private folder instead of the target's (dry runs write nothing there)
+    def __init__(self, folder: str | None = None) -> None:
+        self.paths: list[str] = []
+        self.folder = folder  # a private folder instead of the target's (dry runs write nothing there)
 
     def new(self, beside: str) -> str:
         if self.folder is not None:
@@ -191,6 +189,7 @@ def slim_with(
     input: str | os.PathLike[str], output: str | os.PathLike[str] | None, options: SlimOptions
 ) -> SlimResult:
     """``slim`` with its options as one record (what ``slim_tree`` hands each worker)."""
+    options = options.checked()
     source = os.fspath(input)
     target = os.fspath(output) if output is not None else source
     temps = _Temps(folder=tempfile.mkdtemp(prefix="binslim-dry-run-") if options.dry_run else None)
@@ -218,8 +217,7 @@ def try_slim(path: str, output: str | None, options: SlimOptions) -> tuple[SlimR
     return failed_result(path, output, str(error)), error
 
 
-@dataclass(frozen=True)
-class _Packing:
+class _Packing(NamedTuple):
     """What the UPX step did: the chosen result, why nothing was packed, and the run that measured it."""
 
     result: UpxResult | None = None

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from . import fileops
 from .elf import constants as c
@@ -54,8 +52,7 @@ LOADER_NOTES = (
 )
 
 
-@dataclass(frozen=True)
-class RemovedSection:
+class RemovedSection(NamedTuple):
     name: str
     kind: str
     size: int  # bytes this removal saved in the output
@@ -64,14 +61,12 @@ class RemovedSection:
         return {"name": self.name, "kind": self.kind, "size": self.size}
 
 
-@dataclass(frozen=True)
-class KeptNote:
+class KeptNote(NamedTuple):
     name: str
     size: int
 
 
-@dataclass(frozen=True)
-class StripResult:
+class StripResult(NamedTuple):
     input: str
     output: str
     level: str
@@ -109,12 +104,16 @@ class StripResult:
         }
 
 
-@dataclass
 class StripPlan:
-    elf: ElfFile
-    level: str
-    removed: dict[int, str] = field(default_factory=dict)  # section index -> kind
-    messages: list[str] = field(default_factory=list)
+    """Which sections go (index -> kind) and what to tell the user; filled in by plan_strip."""
+
+    __slots__ = ("elf", "level", "removed", "messages")
+
+    def __init__(self, elf: ElfFile, level: str) -> None:
+        self.elf = elf
+        self.level = level
+        self.removed: dict[int, str] = {}  # section index -> kind
+        self.messages: list[str] = []
 
     def kept(self) -> list[Section]:
         return [s for s in self.elf.sections if s.index not in self.removed]
@@ -514,7 +513,7 @@ def strip(
                     force=force,
                 )
             if companion is not None:
-                result = dataclasses.replace(result, debug_file=companion.install(like=source))
+                result = result._replace(debug_file=companion.install(like=source))
             return result
     finally:
         if companion is not None:

@@ -13,7 +13,6 @@ path order whatever order the workers finish in.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import stat
@@ -349,7 +348,7 @@ def _run_batch(batch: Sequence[_Job]) -> list[SlimResult]:
 
 
 def _run_job(job: _Job, options: SlimOptions) -> list[SlimResult]:
-    result = _attempt(job.path, dataclasses.replace(options, keep_hard_links=not job.relink))
+    result = _attempt(job.path, options._replace(keep_hard_links=not job.relink))
     results = [result]
     installed = result.status == "ok" and not options.dry_run
     for name in job.links:

@@ -6,12 +6,13 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
-import click
 import pytest
 
-from binslim.cli import _ENV_BY_HAND, main
+from binslim.cli import INSPECT, SLIM
+from binslim.cliargs import CONST, Option
 from binslim.envvars import name_for, switch
 from testdata.build import Fixture
 from tests.helpers import clean_env, require_tool, run_binslim
@@ -30,32 +31,26 @@ def report(done: subprocess.CompletedProcess[str]) -> dict[str, object]:
     return entry
 
 
-def options() -> list[click.Option]:
-    return [p for p in main.params if isinstance(p, click.Option) and p.expose_value]
-
-
-def env_names() -> list[str]:
+def env_names(options: Sequence[Option]) -> list[str]:
     names = []
-    for option in options():
-        if option.name in _ENV_BY_HAND:
-            names.extend(name_for(o) for o in option.opts)
-        else:
-            assert isinstance(option.envvar, str)
-            names.append(option.envvar)
+    for option in options:
+        assert option.env or option.how == CONST or option.long_name == "--upx", option.long_name
+        names.append(name_for(option.long_name))
     return names
 
 
 def test_every_option_has_a_documented_variable() -> None:
-    names = env_names()
+    names = env_names(SLIM.options)
     assert len(names) == len(set(names))
     expected = {"BINSLIM_VERIFY", "BINSLIM_UPX", "BINSLIM_UPX_LEVEL", "BINSLIM_JOBS", "BINSLIM_RECURSIVE",
                 "BINSLIM_DRY_RUN", "BINSLIM_JSON", "BINSLIM_STRIP_DEBUG", "BINSLIM_KEEP_SECTION"}  # fmt: skip
     assert expected <= set(names)
-    help_text = binslim("--help").stdout
     readme = README.read_text()
-    for name in names:
-        assert name in help_text, f"{name} missing from --help"
-        assert f"`{name}`" in readme, f"{name} missing from README.md"
+    for args, command in ((("--help",), SLIM), (("inspect", "--help"), INSPECT)):
+        help_text = binslim(*args).stdout
+        for name in env_names(command.options):
+            assert name in help_text, f"{name} missing from binslim {' '.join(args)}"
+            assert f"`{name}`" in readme, f"{name} missing from README.md"
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import functools
 import os
 import struct
 import sys
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import BinslimError
 from . import constants as c
@@ -81,8 +81,7 @@ def machine_name(e_machine: int) -> str:
     return c.MACHINE_NAMES.get(e_machine, f"machine {e_machine}")
 
 
-@dataclass(frozen=True)
-class HostArch:
+class HostArch(NamedTuple):
     """The (machine, class, byte order) this host runs without an emulator."""
 
     e_machine: int
@@ -109,8 +108,7 @@ def host_arch() -> HostArch | None:
     return HostArch(kind.e_machine, kind.is64, kind.little_endian)
 
 
-@dataclass(frozen=True)
-class ElfKind:
+class ElfKind(NamedTuple):
     """The facts about an ELF file that decide what may be done to it and how it runs."""
 
     elfclass: int  # ELFCLASS32 or ELFCLASS64

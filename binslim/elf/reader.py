@@ -11,7 +11,6 @@ import os
 import stat
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..errors import MalformedELFError, NotELFError, file_error
@@ -70,8 +69,7 @@ class Section(NamedTuple):
         return bool(self.sh_flags & c.SHF_ALLOC)
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     """Struct formats for one ELF class and byte order."""
 
     elfclass: int
@@ -129,8 +127,7 @@ class Layout:
         )
 
 
-@dataclass(frozen=True)
-class ElfHeader:
+class ElfHeader(NamedTuple):
     elfclass: int
     little_endian: bool
     osabi: int

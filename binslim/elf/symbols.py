@@ -9,7 +9,6 @@ from __future__ import annotations
 import struct
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 
 from ..errors import MalformedELFError, UnsupportedError, file_error
 from . import constants as c
@@ -17,7 +16,6 @@ from .reader import NAME_ENCODING, ElfFile, Section
 from .writer import build_string_table
 
 
-@dataclass
 class SymbolRewrite:
     """New contents for a symbol table (and its SHN_XINDEX table), plus old → new symbol indices."""
 

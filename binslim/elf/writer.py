@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from ..errors import UnsupportedError, file_error
 from . import constants as c
@@ -20,24 +19,33 @@ from .reader import NAME_ENCODING, ElfFile, Section, Segment
 _ZERO_SCAN_CHUNK = 1 << 20
 
 
-@dataclass
 class OutputSection:
-    """A section as it will appear in the output. ``content`` replaces the input's bytes when set."""
+    """A section as it will appear in the output. ``content`` replaces the input's bytes when set;
+    ``sh_offset`` is set by plan_layout."""
 
-    original: Section
-    sh_link: int
-    sh_info: int
-    content: Callable[[], Iterable[bytes]] | None = None
-    content_size: int | None = None
-    sh_offset: int = field(default=0, init=False)
+    __slots__ = ("original", "sh_link", "sh_info", "content", "content_size", "sh_offset")
+
+    def __init__(
+        self,
+        original: Section,
+        sh_link: int,
+        sh_info: int,
+        content: Callable[[], Iterable[bytes]] | None = None,
+        content_size: int | None = None,
+    ) -> None:
+        self.original = original
+        self.sh_link = sh_link
+        self.sh_info = sh_info
+        self.content = content
+        self.content_size = content_size
+        self.sh_offset = 0
 
     @property
     def size(self) -> int:
         return self.original.sh_size if self.content_size is None else self.content_size
 
 
-@dataclass(frozen=True)
-class WrittenLayout:
+class WrittenLayout(NamedTuple):
     size: int
     overlay: int
     section_count: int
@@ -65,8 +73,7 @@ def build_string_table(names: Iterable[str]) -> tuple[bytes, dict[str, int]]:
     return bytes(table), offsets
 
 
-@dataclass(frozen=True)
-class LoadedBlock:
+class LoadedBlock(NamedTuple):
     """A run of the input that segments (or the ELF and program headers) cover, copied as one piece.
 
     Blocks after the first move down when removed sections lay in front of them (as GNU strip moves them);
@@ -126,8 +133,7 @@ def loaded_blocks(elf: ElfFile, kept_indices: Collection[int]) -> list[LoadedBlo
     return blocks
 
 
-@dataclass(frozen=True)
-class LayoutPlan:
+class LayoutPlan(NamedTuple):
     """Where everything of an output goes; plan_layout also sets each OutputSection's sh_offset."""
 
     size: int

@@ -1,0 +1,89 @@
+"""Start-up: what a command imports. Every module here is imported in a fresh interpreter, as a user's
+``binslim`` call would; the times themselves are measured by benchmarks/startup.py, not here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from testdata.build import Fixture
+from tests.helpers import REPO_ROOT
+
+TIMEOUT = 120
+MARK = "--- modules ---\n"
+
+# Imported only by the commands that need them.
+STAGES = (
+    "binslim.upx",
+    "binslim.verifier",
+    "binslim.runner",
+    "binslim.inspect",
+    "binslim.tree",
+    "binslim.debuginfo",
+    "binslim.goinfo",
+    "binslim.sstrip",
+    "binslim.report_schema",
+    "binslim.progress",
+)
+THIRD_PARTY = ("elftools", "lief", "jsonschema", "click")
+# Standard modules a plain strip has no use for: dataclasses (and the inspect/ast it pulls in), subprocess,
+# json (only --json), multiprocessing (only -r with several workers), tempfile (only dry runs and UPX).
+HEAVY_STDLIB = ("dataclasses", "subprocess", "json", "multiprocessing", "concurrent.futures", "ctypes")
+
+
+def loaded_after(code: str) -> set[str]:
+    """Modules loaded by ``code`` that a bare interpreter (with the same site) does not load."""
+    probe = "import sys\n{}\nsys.__stderr__.write(MARK + chr(10).join(sys.modules))"
+
+    def modules(source: str) -> set[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", f"MARK = {MARK!r}\n" + probe.format(source)],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            cwd=REPO_ROOT,
+        )
+        assert MARK in done.stderr, done.stderr
+        return set(done.stderr.split(MARK, 1)[1].splitlines())
+
+    return modules(code) - modules("")
+
+
+def test_importing_the_cli_loads_no_stage() -> None:
+    loaded = loaded_after("import binslim.cli")
+    for name in (*STAGES, *THIRD_PARTY, *HEAVY_STDLIB, "binslim.slim", "binslim.strip", "binslim.report"):
+        assert name not in loaded, f"import binslim.cli loads {name}"
+
+
+def test_importing_binslim_loads_only_the_errors() -> None:
+    loaded = loaded_after("import binslim")
+    assert {m for m in loaded if m.startswith("binslim")} == {"binslim", "binslim.errors"}
+
+
+def test_a_plain_strip_loads_no_other_stage(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run = (
+        "import sys\nfrom binslim.cli import main\n"
+        f"try:\n    main([{fixtures['hello-c-pie'].path!r}, '-o', {str(out)!r}, '--no-verify'])\n"
+        "except SystemExit as exc:\n    assert exc.code == 0, exc.code"
+    )
+    loaded = loaded_after(run)
+    assert out.exists()
+    assert "binslim.strip" in loaded
+    for name in (*STAGES, *THIRD_PARTY, *HEAVY_STDLIB):
+        assert name not in loaded, f"binslim IN -o OUT --no-verify loads {name}"
+
+
+def test_version_is_printed_without_loading_the_library() -> None:
+    loaded = loaded_after(
+        "from binslim.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit as exc:\n"
+        "    assert exc.code == 0"
+    )
+    assert not {m for m in loaded if m.startswith("binslim.")} - {
+        "binslim.cli",
+        "binslim.cliargs",
+        "binslim.envvars",
+        "binslim.errors",
+        "binslim.interrupts",
+    }
