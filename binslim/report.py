@@ -168,3 +168,5 @@ def __getattr__(name: str) -> Any:
     if name == "REPORT_SCHEMA":
         from .report_schema import REPORT_SCHEMA
 
+        return REPORT_SCHEMA
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
