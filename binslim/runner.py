@@ -638,7 +638,9 @@ def _end_leftovers(session: int, main: int | None, *, adopt_orphans: bool) -> No
     give_up = time.perf_counter() + _LEFTOVER_GRACE
     while True:
         live, zombies = _leftovers(session, main, adopt_orphans)
-        for pid in live:
+        # The main process first: when it is unshare, killed before the program it cannot report the
+        # program's death on stderr.
+        for pid in sorted(live, key=lambda pid: pid != main):
             _kill(pid)
         for pid in zombies:
             with contextlib.suppress(ChildProcessError):

@@ -20,7 +20,11 @@ _HOW_TO_CHOOSE = "choose --verify-args or --verify-cmd"
 def difference(
     reference: Completed, other: Completed, timeout: float, names: tuple[str, str] = ("original", "result")
 ) -> str | None:
-    """How ``other`` differs from ``reference``, or None when it does not. ``names`` label the two runs."""
+    """How ``other`` differs from ``reference``, or None when it does not. ``names`` label the two runs.
+    Two runs that both timed out are alike: what a killed program had written by then is a matter of
+    timing, not behaviour."""
+    if reference.timed_out and other.timed_out:
+        return None
     if reference.timed_out != other.timed_out:
         slow, quick, code = names[1], names[0], reference.returncode
         if reference.timed_out:
