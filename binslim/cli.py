@@ -16,6 +16,7 @@ from .cliargs import CONST, FLAG, MULTIPLE, Command, Option, UsageError
 from .cliargs import choice as _choice
 from .cliargs import existing_file as _existing_file
 from .cliargs import int_range as _int_range
+from .cliargs import name_value as _name_value
 from .cliargs import not_a_folder as _not_a_folder
 from .cliargs import number as _number
 from .cliargs import positive_float as _positive_float
@@ -175,6 +176,15 @@ SLIM_OPTIONS = (
         metavar="N",
     ),
     Option(
+        ["--verify-env"],
+        "verify_env",
+        "Add NAME=VALUE to the verification runs' environment (e.g. LD_LIBRARY_PATH=DIR); repeatable; the"
+        " variable takes NAME=VALUE words separated by spaces.",
+        how=MULTIPLE,
+        convert=_name_value,
+        metavar="NAME=VALUE",
+    ),
+    Option(
         ["-r", "--recursive"],
         "recursive",
         "Slim every ELF file under each INPUT folder, in place; symlinks are not followed.",
@@ -290,6 +300,7 @@ def _slim_command(values: dict[str, Any]) -> int:
 
     if values["upx"] is False:
         values["upx"] = envvars.is_set(os.environ, "--upx")
+    values["verify_env"] = dict(values["verify_env"] or ()) or None
     options = {name: value for name, value in values.items() if name not in _COMMAND_ONLY}
     if values["recursive"]:
         return _slim_tree(inputs, values, verify_args, options)

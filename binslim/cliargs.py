@@ -142,6 +142,14 @@ def number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
+def name_value(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` (an environment assignment) as ``(NAME, VALUE)``."""
+    name, equals, value = text.partition("=")
+    if not equals or not name or "\0" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
 def choice(*names: str) -> Callable[[str], str]:
     def convert(text: str) -> str:
         if text not in names:

@@ -20,6 +20,13 @@ class BinslimError(Exception):
         return printable(super().__str__())
 
 
+class UsageError(BinslimError):
+    """Options that cannot go together (e.g. --no-verify with a startup budget): exit code 2, like the
+    command line's own usage errors."""
+
+    exit_code = 2
+
+
 class NotELFError(BinslimError):
     """The input is not an ELF file at all (text, script, empty, directory...)."""
 
@@ -56,9 +63,14 @@ class ToolFailedError(BinslimError):
 
 
 class VerificationError(BinslimError):
-    """The slimmed binary does not behave like the original. Nothing was installed."""
+    """The slimmed binary does not behave like the original, or the original itself varies. Nothing was
+    installed. ``verify`` is the verification's result (a ``VerifyResult``) when runs were compared."""
 
     exit_code = 3
+
+    def __init__(self, message: str, *, verify: object | None = None) -> None:
+        super().__init__(message)
+        self.verify = verify
 
 
 def file_error(path: object, problem: str, cls: type[BinslimError] = BinslimError) -> BinslimError:

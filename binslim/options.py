@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .errors import BinslimError
+from .errors import BinslimError, UsageError
 
 if TYPE_CHECKING:
     from .runner import Runner
@@ -55,7 +55,16 @@ class SlimOptions(NamedTuple):
                 f"unknown UPX method {self.upx_method!r} (choose from {', '.join(UPX_METHODS)})"
             )
         if self.upx_method == "auto" and self.max_startup_ms is None:
-            raise BinslimError("--upx-method auto needs --max-startup-ms")
+            raise UsageError(
+                "--upx-method auto needs --max-startup-ms: it keeps the smallest method within that startup"
+                " budget"
+            )
+        if not self.verify and (self.upx_method == "auto" or self.max_startup_ms is not None):
+            what = "--upx-method auto" if self.upx_method == "auto" else "--max-startup-ms"
+            raise UsageError(
+                f"{what} needs the startup measured by running the binary, and --no-verify never runs it:"
+                " drop one of them"
+            )
         return self._replace(
             keep_sections=tuple(self.keep_sections),
             remove_sections=tuple(self.remove_sections),

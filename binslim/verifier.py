@@ -267,11 +267,12 @@ def require_same(result: VerifyResult, path: str | None = None) -> None:
     original itself was not deterministic (then nothing could be compared)."""
     prefix = f"{path}: " if path else ""
     if result.original_varies:
-        raise VerificationError(prefix + result.reason)
+        raise VerificationError(prefix + result.reason, verify=result)
     if result.same_behaviour is False:
         how = " ".join(result.args) or "no arguments"
         raise VerificationError(
-            f"{prefix}the result does not behave like the original (run with {how}): {result.reason}"
+            f"{prefix}the result does not behave like the original (run with {how}): {result.reason}",
+            verify=result,
         )
 
 

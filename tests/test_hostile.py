@@ -8,6 +8,7 @@ renamed their folder to) and nothing another test run on the same machine starte
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,14 +17,16 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 import binslim
 from binslim import runner as runner_module
-from binslim.errors import VerificationError
+from binslim.errors import UsageError, VerificationError
+from binslim.report import REPORT_SCHEMA
 from binslim.runner import Completed, run
 from binslim.verifier import require_same, verify
-from tests.helpers import IN_CI, REPO_ROOT, run_binslim
+from tests.helpers import IN_CI, REPO_ROOT, require_tool, run_binslim
 
 HOSTILE_DIR = REPO_ROOT / "testdata" / "hostile"
 PROGRAMS = ("daemon", "holder", "clock", "usage", "selfsize", "sleeper", "flaky", "marker")
@@ -211,3 +214,60 @@ def test_no_verify_never_executes_the_binary(hostile: dict[str, str], tmp_path: 
     done = run_binslim(hostile["marker"], "-o", str(tmp_path / "out"), "--no-verify")
     assert done.returncode == 0 and (tmp_path / "out").exists()
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (("--upx", "--upx-method", "auto", "--max-startup-ms", "1000"), "--upx-method auto"),
+        (("--upx", "--max-startup-ms", "1000"), "--max-startup-ms"),
+    ],
+    ids=["auto", "budget"],
+)
+def test_no_verify_with_a_startup_budget_is_a_usage_error(
+    hostile: dict[str, str], tmp_path: Path, flags: tuple[str, ...], named: str
+) -> None:
+    """A budget needs the binary run and timed; --no-verify promises it never runs: exit 2, nothing run."""
+    marker = Path(hostile["marker-file"])
+    marker.unlink(missing_ok=True)
+    done = run_binslim(hostile["marker"], "-o", str(tmp_path / "out"), "--no-verify", *flags)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: {named} needs the startup measured by running the binary, and --no-verify never runs it:"
+        " drop one of them\n"
+    )
+    assert not marker.exists() and not (tmp_path / "out").exists()
+    with pytest.raises(UsageError, match="--no-verify never runs it"):
+        binslim.slim(hostile["marker"], tmp_path / "out", upx=True, verify=False, max_startup_ms=1000)
+    assert not marker.exists()
+
+
+def test_auto_without_a_budget_is_a_usage_error(hostile: dict[str, str], tmp_path: Path) -> None:
+    done = run_binslim(hostile["marker"], "-o", str(tmp_path / "out"), "--upx-method", "auto")
+    assert done.returncode == 2 and "--upx-method auto needs --max-startup-ms" in done.stderr
+
+
+def test_a_budget_that_cannot_be_measured_is_never_met(hostile: dict[str, str], tmp_path: Path) -> None:
+    """Both sides time out: the startup is not measured, so no packed candidate may pass the budget."""
+    require_tool("upx")
+    result = binslim.slim(
+        hostile["sleeper"],
+        tmp_path / "out",
+        upx_method="auto",
+        max_startup_ms=1000,
+        verify_timeout=0.5,
+        verify_runs=2,
+    )
+    assert result.packed_size is None and result.final_size == result.stripped_size
+    assert result.upx_reason.startswith("nrv: startup not measured, so the 1000 ms budget cannot be met")
+    assert "lzma: startup not measured" in result.upx_reason
+    assert result.verify is not None and result.verify.startup is None
+
+
+def test_varying_original_is_in_the_json_report(hostile: dict[str, str], tmp_path: Path) -> None:
+    done = run_binslim(hostile["clock"], "-o", str(tmp_path / "out"), "--verify-runs", "2", "--json")
+    assert done.returncode == 3
+    (entry,) = json.loads(done.stdout)["results"]
+    assert entry["status"] == "failed" and entry["verify"]["original_varies"] is True
+    assert entry["verify"]["same_behaviour"] is None and entry["verify"]["startup_ms"] is None
+    jsonschema.validate(json.loads(done.stdout), REPORT_SCHEMA)

@@ -217,3 +217,29 @@ def test_slim_writes_into_an_existing_folder_only(fixtures: dict[str, Fixture], 
     assert not missing.parent.exists(), "the output folder is not created"
     assert source.read_bytes() == before
     assert sorted(path.name for path in tmp_path.iterdir()) == [source.name], "no temporary file left"
+
+
+def test_startup_budget_is_judged_by_the_upper_bound_and_never_met_unmeasured() -> None:
+    from binslim.slim import _over_budget
+    from binslim.verification.measure import AddedStartup, Timing
+    from binslim.verifier import VerifyResult
+
+    timing = Timing(median_ms=1.0, min_ms=1.0, max_ms=1.0, peak_rss_kib=1)
+
+    def measured(startup: AddedStartup | None) -> VerifyResult:
+        return VerifyResult(True, (), True, "same", original=timing, final=timing, startup=startup)
+
+    assert _over_budget("nrv", measured(AddedStartup(8.0, 6.0, 9.9, 9)), 10.0) == ""
+    # The mean fits, the interval's upper end does not.
+    assert _over_budget("lzma", measured(AddedStartup(8.0, 5.0, 11.0, 9)), 10.0) == (
+        "lzma adds +8.0 ms (5.0 to 11.0) startup, over the 10 ms budget"
+    )
+    assert _over_budget(None, measured(AddedStartup(1.0, None, None, 1)), 10.0) == (
+        "UPX's default method: startup not measured, so the 10 ms budget cannot be met (one timed pair gives"
+        " no interval (use --verify-runs 2 or more))"
+    )
+    not_run = VerifyResult(False, (), None, "no qemu-aarch64 on PATH (install Debian's qemu-user)")
+    assert _over_budget("nrv", not_run, 10.0) == (
+        "nrv: startup not measured, so the 10 ms budget cannot be met (not run: no qemu-aarch64 on PATH"
+        " (install Debian's qemu-user))"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -27,7 +28,7 @@ from binslim.verifier import (
     static_check,
     verify,
 )
-from tests.helpers import require_tool
+from tests.helpers import clean_env, require_tool, run_binslim
 
 # One program, a mode per behaviour. "Stripped" modes look for a symbol name that only the symbol table
 # holds (the needle is assembled at run time so that .rodata does not contain it).
@@ -447,32 +448,55 @@ def test_object_files_and_libraries_are_not_run(built: dict[str, str]) -> None:
     require_same(lib)  # not ran is not a failure
 
 
-def test_missing_libraries_mean_not_run_unless_given(built: dict[str, str], tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def uses_lib(built: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A program linked against libprobe.so, which the loader only finds with LD_LIBRARY_PATH."""
     gcc = require_tool("gcc")
-    (tmp_path / "main.c").write_text(
-        "int probe_library_function(int);\nint main(void) { return probe_library_function(0); }\n"
+    folder = tmp_path_factory.mktemp("uses-lib")
+    (folder / "main.c").write_text(
+        "#include <stdio.h>\nint probe_library_function(int);\n"
+        'int main(void) { printf("uses-lib %d\\n", probe_library_function(21)); return 0; }\n'
     )
-    program = str(tmp_path / "uses-lib")
+    program = str(folder / "uses-lib")
+    library_dir = str(Path(built["libprobe.so"]).parent)
     subprocess.run(
-        [
-            gcc,
-            "-o",
-            program,
-            str(tmp_path / "main.c"),
-            "-L",
-            str(Path(built["libprobe.so"]).parent),
-            "-lprobe",
-        ],
+        [gcc, "-g", "-o", program, str(folder / "main.c"), "-L", library_dir, "-lprobe"],
         check=True,
         timeout=120,
     )
-    alone = verify(program, program, args=())
+    return program
+
+
+def test_missing_libraries_mean_not_run_unless_given(built: dict[str, str], uses_lib: str) -> None:
+    alone = verify(uses_lib, uses_lib, args=())
     assert not alone.ran and alone.same_behaviour is None
     assert "cannot load its libraries here" in alone.reason and "libprobe.so" in alone.reason
     assert alone.reason.endswith("pass --verify-env LD_LIBRARY_PATH=DIR")
     library_dir = str(Path(built["libprobe.so"]).parent)
-    given = verify(program, program, args=(), env={"LD_LIBRARY_PATH": library_dir}, runs=1)
+    given = verify(uses_lib, uses_lib, args=(), env={"LD_LIBRARY_PATH": library_dir}, runs=1)
     assert given.ran and given.same_behaviour is True, given.reason
+
+
+def test_verify_env_from_the_command_line_and_the_environment(
+    built: dict[str, str], uses_lib: str, tmp_path: Path
+) -> None:
+    library_dir = str(Path(built["libprobe.so"]).parent)
+    common = ("--verify-args", "", "--verify-runs", "2", "--json")
+    alone = run_binslim(uses_lib, "-o", str(tmp_path / "alone"), *common)
+    assert alone.returncode == 0
+    assert json.loads(alone.stdout)["results"][0]["verify"]["ran"] is False
+    given = run_binslim(
+        uses_lib, "-o", str(tmp_path / "given"), *common, "--verify-env", f"LD_LIBRARY_PATH={library_dir}"
+    )
+    assert given.returncode == 0, given.stderr
+    verified = json.loads(given.stdout)["results"][0]["verify"]
+    assert verified["ran"] is True and verified["same_behaviour"] is True
+    env = {**clean_env(), "BINSLIM_VERIFY_ENV": f"EXTRA=1 LD_LIBRARY_PATH={library_dir}"}
+    from_env = run_binslim(uses_lib, "-o", str(tmp_path / "from-env"), *common, env=env)
+    assert from_env.returncode == 0, from_env.stderr
+    assert json.loads(from_env.stdout)["results"][0]["verify"]["same_behaviour"] is True
+    bad = run_binslim(uses_lib, "-o", str(tmp_path / "bad"), "--verify-env", "LD_LIBRARY_PATH")
+    assert bad.returncode == 2 and "'LD_LIBRARY_PATH' is not NAME=VALUE" in bad.stderr
 
 
 def test_verify_result_to_dict_without_timings() -> None:
