@@ -128,9 +128,9 @@ def verify(
     with a warning, and startup is not measured.
     """
     original, result, args = os.fspath(original), os.fspath(result), tuple(args)
-    facts = check(original, result, packed=packed)
+    check(original, result, packed=packed)
     try:
-        launch = plan_launch(facts, env)
+        launch = plan_launch(original, env)
     except CannotRun as cannot:
         return VerifyResult(ran=False, args=args, same_behaviour=None, reason=cannot.reason)
     with Stage([original, result], os.path.basename(original)) as stage:
@@ -290,9 +290,9 @@ def measure_startup(
     UnsupportedError when the file cannot be run, ToolFailedError when it cannot start, times out, or a
     run's exit code or output differs from the first's."""
     path = os.fspath(path)
-    facts = read_facts(path, full=True, error=MalformedELFError)
+    read_facts(path, full=True, error=MalformedELFError)  # NotELFError/MalformedELFError as verify gives
     try:
-        launch = plan_launch(facts, env)
+        launch = plan_launch(path, env)
     except CannotRun as cannot:
         cls = ToolNotFoundError if cannot.missing else UnsupportedError
         raise file_error(path, cannot.reason, cls) from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,63 +17,12 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from ..errors import MalformedELFError, NotELFError, ToolFailedError, UnsupportedError, file_error
+from ..elf.constants import EM_386, EM_X86_64, ET_DYN, ET_EXEC
+from ..elf.kind import ElfKind, host_arch, read_kind
+from ..errors import ToolFailedError, UnsupportedError, file_error
 from ..runner import Completed, Runner, run
-from .static import ElfFacts
 
 OUTPUT_LIMIT = 1 << 20  # bytes of stdout/stderr compared per run
-
-
-# e_machine → (qemu-user suffix for 32-bit, for 64-bit), little-endian first and big-endian second.
-_EM_I386, _EM_MIPS, _EM_X86_64 = 3, 8, 62
-_QEMU: dict[int, dict[tuple[bool, bool], str]] = {
-    2: {(False, False): "sparc"},
-    _EM_I386: {(False, True): "i386"},
-    4: {(False, False): "m68k"},
-    _EM_MIPS: {
-        (False, False): "mips",
-        (False, True): "mipsel",
-        (True, False): "mips64",
-        (True, True): "mips64el",
-    },
-    15: {(False, False): "hppa"},
-    18: {(False, False): "sparc32plus"},
-    20: {(False, False): "ppc"},
-    21: {(True, False): "ppc64", (True, True): "ppc64le"},
-    22: {(True, False): "s390x"},
-    40: {(False, True): "arm", (False, False): "armeb"},
-    42: {(False, True): "sh4", (False, False): "sh4eb"},
-    43: {(True, False): "sparc64"},
-    _EM_X86_64: {(True, True): "x86_64"},
-    92: {(False, False): "or1k"},
-    94: {(False, True): "xtensa", (False, False): "xtensaeb"},
-    164: {(False, True): "hexagon"},
-    183: {(True, True): "aarch64", (True, False): "aarch64_be"},
-    189: {(False, True): "microblazeel", (False, False): "microblaze"},
-    243: {(False, True): "riscv32", (True, True): "riscv64"},
-    258: {(True, True): "loongarch64"},
-    0x9026: {(True, True): "alpha"},
-}
-_EF_MIPS_ABI2 = 0x20  # n32: 64-bit registers in an ELF32 file
-
-# uname -m → the (e_machine, 64-bit) it runs natively; byte order comes from sys.byteorder.
-_HOST_MACHINES = {
-    "x86_64": (_EM_X86_64, True),
-    "i386": (_EM_I386, False),
-    "i486": (_EM_I386, False),
-    "i586": (_EM_I386, False),
-    "i686": (_EM_I386, False),
-    "aarch64": (183, True),
-    "aarch64_be": (183, True),
-    "s390x": (22, True),
-    "ppc64": (21, True),
-    "ppc64le": (21, True),
-    "ppc": (20, False),
-    "mips": (_EM_MIPS, False),
-    "mips64": (_EM_MIPS, True),
-    "riscv64": (243, True),
-    "loongarch64": (258, True),
-}
 
 
 def qemu_for(path: str | os.PathLike[str]) -> str | None:
@@ -82,40 +30,27 @@ def qemu_for(path: str | os.PathLike[str]) -> str | None:
     when it runs natively. Raises NotELFError/MalformedELFError, or UnsupportedError for a machine that
     qemu-user cannot run."""
     path = os.fspath(path)
+    kind = read_kind(path)
     try:
-        with open(path, "rb") as handle:
-            ident = handle.read(52)
-    except OSError as exc:
-        raise file_error(path, exc.strerror or str(exc), NotELFError) from exc
-    if ident[:4] != b"\x7fELF":
-        raise file_error(path, "not an ELF file", NotELFError)
-    if len(ident) < 52 or ident[4] not in (1, 2) or ident[5] not in (1, 2):
-        raise file_error(path, "truncated or invalid ELF identification", MalformedELFError)
-    is64, little = ident[4] == 2, ident[5] == 1
-    machine = struct.unpack_from("<H" if little else ">H", ident, 18)[0]
-    flags = struct.unpack_from("<I" if little else ">I", ident, 48 if is64 else 36)[0]
-    return _qemu_for(path, machine, is64, little, flags)
+        return _qemu_for(kind)
+    except CannotRun as cannot:
+        raise file_error(path, cannot.reason, UnsupportedError) from None
 
 
-def _qemu_for(path: str, machine: int, is64: bool, little: bool, flags: int) -> str | None:
-    host = _HOST_MACHINES.get(os.uname().machine)
-    host_little = sys.byteorder == "little"
-    if host is not None and host == (machine, is64) and host_little == little:
-        if not (machine == _EM_MIPS and not is64 and flags & _EF_MIPS_ABI2):
-            return None
-    if machine == _EM_I386 and host == (_EM_X86_64, True) and _i386_runs_natively():
+def _qemu_for(kind: ElfKind) -> str | None:
+    if kind.native:
         return None
-    suffix = _QEMU.get(machine, {}).get((is64, little))
-    if machine == _EM_MIPS and not is64 and flags & _EF_MIPS_ABI2:
-        suffix = "mipsn32el" if little else "mipsn32"
-    if suffix is None:
-        raise file_error(
-            path,
-            f"no qemu-user emulator for machine {machine} (ELF{64 if is64 else 32}, "
-            f"{'little' if little else 'big'}-endian)",
-            UnsupportedError,
-        )
-    return f"qemu-{suffix}"
+    host = host_arch()
+    if (
+        kind.e_machine == EM_386
+        and host is not None
+        and host.e_machine == EM_X86_64
+        and _i386_runs_natively()
+    ):
+        return None
+    if kind.qemu is None:
+        raise CannotRun(f"{kind.identity} binaries cannot be run here: no qemu-user emulator for it")
+    return kind.qemu
 
 
 def tiny_i386_program() -> bytes:
@@ -125,7 +60,7 @@ def tiny_i386_program() -> bytes:
     header = struct.pack(
         "<4sBBBB8sHHIIIIIHHHHHH",
         b"\x7fELF", 1, 1, 1, 0, b"\0" * 8,  # ELFCLASS32, little-endian, version 1
-        2, _EM_I386, 1, base + 84, 52, 0, 0, 52, 32, 1, 0, 0, 0,
+        2, EM_386, 1, base + 84, 52, 0, 0, 52, 32, 1, 0, 0, 0,
     )  # fmt: skip
     segment = struct.pack("<IIIIIIII", 1, 0, base, base, size, size, 5, 0x1000)
     return header + segment + code
@@ -158,40 +93,30 @@ class Launch:
     env: dict[str, str]  # without HOME, which is the run's folder
 
 
-def plan_launch(facts: ElfFacts, env: Mapping[str, str] | None) -> Launch:
-    """How to run the binary described by ``facts`` here; CannotRun says why not."""
-    e_type = facts.header["e_type"]
-    if e_type == "ET_REL":
+def plan_launch(path: str, env: Mapping[str, str] | None) -> Launch:
+    """How to run the ELF file at ``path`` here; CannotRun says why not."""
+    kind = read_kind(path)
+    if kind.is_object:
         raise CannotRun("a relocatable object (.o) cannot be run")
-    if e_type == "ET_CORE":
+    if kind.is_core:
         raise CannotRun("a core file cannot be run")
-    if e_type == "ET_DYN" and facts.interp is None and facts.header["e_entry"] == 0 and not facts.pie_flag:
+    if kind.is_shared_library and kind.e_entry == 0:  # one with an entry point (libc.so.6) runs
         raise CannotRun("a shared library without an entry point or interpreter cannot be run")
-    if e_type not in ("ET_EXEC", "ET_DYN"):
-        raise CannotRun(f"an ELF file of type {e_type} cannot be run")
+    if kind.e_type not in (ET_EXEC, ET_DYN):
+        raise CannotRun(f"an ELF file of type {kind.e_type} cannot be run")
     run_env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C", **(env or {})}
-    machine = facts.header["e_machine"]
-    number = _machine_number(facts.path)
-    try:
-        qemu = _qemu_for(facts.path, number, facts.is64, facts.little_endian, facts.header["e_flags"])
-    except UnsupportedError as exc:
-        raise CannotRun(f"{machine} binaries cannot be run here: no qemu-user emulator for it") from exc
+    qemu = _qemu_for(kind)
     prefix: tuple[str, ...] = ()
     if qemu is not None:
         found = shutil.which(qemu, path=run_env["PATH"])
         if found is None:
             raise CannotRun(f"no {qemu} on PATH (install Debian's qemu-user)", missing=qemu)
         prefix = (os.path.abspath(found),)
-    if facts.interp is not None and not _interpreter_present(facts.interp, qemu, run_env):
+    interp = kind.interpreter
+    if interp is not None and not _interpreter_present(interp, qemu, run_env):
         where = "here" if qemu is None else f"for {qemu} (set QEMU_LD_PREFIX in env to a sysroot that has it)"
-        raise CannotRun(f"its interpreter {facts.interp} is not installed {where}", missing=facts.interp)
+        raise CannotRun(f"its interpreter {interp} is not installed {where}", missing=interp)
     return Launch(prefix=prefix, env=run_env)
-
-
-def _machine_number(path: str) -> int:
-    with open(path, "rb") as handle:
-        ident = handle.read(20)
-    return int(struct.unpack_from("<H" if ident[5] == 1 else ">H", ident, 18)[0])
 
 
 def _interpreter_present(interp: str, qemu: str | None, env: Mapping[str, str]) -> bool:

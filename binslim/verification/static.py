@@ -2,7 +2,7 @@
 
 For a stripped (not packed) result every byte a program header maps from the file, the entry point, the
 interpreter, DT_NEEDED, DT_SONAME and the build-id must be unchanged; for a UPX-packed one only the ELF
-identity. ``read_facts`` also gives the launch planner what it needs to know about the original.
+identity.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ class ElfFacts:
     needed: tuple[str, ...]
     soname: str | None
     build_id: str | None
-    pie_flag: bool
 
 
 # Fields of the ELF header that stripping may change: they only locate the section header table.
@@ -225,7 +224,6 @@ def _parse(path: str, handle: BinaryIO, *, full: bool) -> ElfFacts:
     needed: list[str] = []
     soname: str | None = None
     build_ids: list[str] = []
-    pie_flag = False
     if full:
         for segment in elf.iter_segments():
             segments.append({key: segment.header[key] for key in _SEGMENT_FIELDS})
@@ -237,8 +235,6 @@ def _parse(path: str, handle: BinaryIO, *, full: bool) -> ElfFacts:
                         needed.append(str(cast(Any, tag).needed))
                     elif tag.entry.d_tag == "DT_SONAME":
                         soname = str(cast(Any, tag).soname)
-                    elif tag.entry.d_tag == "DT_FLAGS_1":
-                        pie_flag = bool(tag.entry.d_val & 0x08000000)  # DF_1_PIE
             elif isinstance(segment, NoteSegment):
                 build_ids.extend(_build_ids(segment.iter_notes()))
         if not build_ids:  # e.g. an object file: notes only as sections
@@ -255,7 +251,6 @@ def _parse(path: str, handle: BinaryIO, *, full: bool) -> ElfFacts:
         needed=tuple(needed),
         soname=soname,
         build_id=build_ids[0] if build_ids else None,
-        pie_flag=pie_flag,
     )
 
 
