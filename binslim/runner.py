@@ -159,7 +159,7 @@ def _run_direct(
         watch.drain(time.perf_counter() + _DRAIN_GRACE)
     finally:
         if not reaped:
-            _abandon(proc, [pid])
+            _abandon(proc, [pid], adopt_orphans=adopt_orphans)
         watch.close()
     return watch.completed(
         argv,
@@ -255,7 +255,7 @@ def _run_measured(
         watch.drain(time.perf_counter() + _DRAIN_GRACE)
     finally:
         if pending:
-            _abandon(proc, pending, session=shell_pid)
+            _abandon(proc, pending, session=shell_pid, adopt_orphans=adopt_orphans)
         watch.close()
     result = watch.completed(
         argv,
@@ -652,12 +652,14 @@ def _end_leftovers(session: int, main: int | None, *, adopt_orphans: bool) -> No
         time.sleep(0.001)  # dying, or about to be handed to us
 
 
-def _abandon(proc: subprocess.Popen[bytes], pids: Sequence[int], session: int | None = None) -> None:
-    """Clean up after an exception: end the run's leftovers, reap what we started."""
+def _abandon(
+    proc: subprocess.Popen[bytes], pids: Sequence[int], *, session: int | None = None, adopt_orphans: bool
+) -> None:
+    """Clean up after an exception (Ctrl-C, SIGTERM): end the run's leftovers, reap what we started."""
     leader = proc.pid if session is None else session
     for pid in pids:
         _kill(pid)
-    _end_leftovers(leader, main=None, adopt_orphans=False)
+    _end_leftovers(leader, main=None, adopt_orphans=adopt_orphans)
     for pid in pids:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)

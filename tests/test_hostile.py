@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from binslim.errors import UsageError, VerificationError
 from binslim.report import REPORT_SCHEMA
 from binslim.runner import Completed, run
 from binslim.verifier import require_same, verify
-from tests.helpers import IN_CI, REPO_ROOT, require_tool, run_binslim
+from tests.helpers import IN_CI, REPO_ROOT, clean_env, require_tool, run_binslim
 
 HOSTILE_DIR = REPO_ROOT / "testdata" / "hostile"
 PROGRAMS = ("daemon", "holder", "clock", "usage", "selfsize", "sleeper", "flaky", "marker")
@@ -271,3 +272,43 @@ def test_varying_original_is_in_the_json_report(hostile: dict[str, str], tmp_pat
     assert entry["status"] == "failed" and entry["verify"]["original_varies"] is True
     assert entry["verify"]["same_behaviour"] is None and entry["verify"]["startup_ms"] is None
     jsonschema.validate(json.loads(done.stdout), REPORT_SCHEMA)
+
+
+@pytest.mark.parametrize("namespace", [True, False], ids=["namespace", "subreaper"])
+def test_sigterm_during_a_run_leaves_nothing_alive(
+    hostile: dict[str, str], tmp_path: Path, namespace: bool
+) -> None:
+    """binslim is stopped while the program it verifies is running: exit 143, and the program is gone."""
+    env = clean_env() if namespace else {**clean_env(), "BINSLIM_NO_PID_NAMESPACE": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "binslim",
+            hostile["sleeper"],
+            "-o",
+            str(tmp_path / "out"),
+            "--verify-timeout",
+            "60",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def started() -> bool:  # binslim's own command line names the program too
+            return any(pid != proc.pid for pid, _ in processes_of_this_session())
+
+        deadline = time.monotonic() + 30
+        while not started() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started(), "the verification run did not start"
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr
+    assert not (tmp_path / "out").exists()
