@@ -148,6 +148,7 @@ def test_time_printing_original_is_not_deterministic(hostile: dict[str, str], tm
     with pytest.raises(VerificationError, match="the original itself is not deterministic") as caught:
         require_same(result, "app")
     assert caught.value.exit_code == 3 and str(caught.value).startswith("app: ")
+    assert caught.value.verify is result
 
 
 def test_time_printing_original_exits_3_from_the_cli(hostile: dict[str, str], tmp_path: Path) -> None:
