@@ -203,6 +203,16 @@ def test_failing_only_in_a_timed_run_is_caught(hostile: dict[str, str], tmp_path
     )
 
 
+def test_original_failing_in_a_later_run_varies(hostile: dict[str, str], tmp_path: Path) -> None:
+    result = verify(hostile["flaky"], stripped(hostile["flaky"], tmp_path), args=("--always",), runs=3)
+    assert result.original_varies and result.same_behaviour is None
+    # The original's two reference runs agree; its third run, the warm-up, fails.
+    assert result.reason.startswith(
+        "the original itself is not deterministic with the arguments given (warm-up run of the original"
+        " differs from the original's first run: exit code 0→1;"
+    )
+
+
 def test_marker_proves_a_verified_run_executes_the_binary(hostile: dict[str, str], tmp_path: Path) -> None:
     marker = Path(hostile["marker-file"])
     marker.unlink(missing_ok=True)

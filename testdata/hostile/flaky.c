@@ -1,6 +1,6 @@
-/* Fails only in some runs: once stripped (its symbol table gone), every run from the third on exits 1.
-   Runs are counted in a file in the current folder, which verification keeps per side. The first
-   comparison passes; only checking every timed run catches it. */
+/* Fails only in some runs: once stripped (its symbol table gone), every run from the third on exits 1;
+   with --always, stripped or not. Runs are counted in a file in the current folder, which verification
+   keeps per side. The first comparison passes; only checking every later run catches it. */
 #include <stdio.h>
 #include <string.h>
 
@@ -21,14 +21,15 @@ static int has_symbol_table(void) {
     return 0;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    int always = argc > 1 && strcmp(argv[1], "--always") == 0;
     int runs = 0;
     FILE *counter = fopen("runs", "r");
     if (counter) { if (fscanf(counter, "%d", &runs) != 1) runs = 0; fclose(counter); }
     runs = hostile_flaky_marker_symbol(runs);
     counter = fopen("runs", "w");
     if (counter) { fprintf(counter, "%d\n", runs); fclose(counter); }
-    if (runs >= 3 && !has_symbol_table()) {
+    if (runs >= 3 && (always || !has_symbol_table())) {
         printf("hostile-flaky: failed on run %d\n", runs);
         return 1;
     }
