@@ -23,10 +23,10 @@ import pytest
 
 import binslim
 from binslim import runner as runner_module
-from binslim.errors import UsageError, VerificationError
+from binslim.errors import ToolFailedError, UsageError, VerificationError
 from binslim.report import REPORT_SCHEMA
 from binslim.runner import Completed, run
-from binslim.verifier import require_same, verify
+from binslim.verifier import measure_startup, require_same, verify
 from tests.helpers import IN_CI, REPO_ROOT, clean_env, require_tool, run_binslim
 
 HOSTILE_DIR = REPO_ROOT / "testdata" / "hostile"
@@ -211,6 +211,11 @@ def test_original_failing_in_a_later_run_varies(hostile: dict[str, str], tmp_pat
         "the original itself is not deterministic with the arguments given (warm-up run of the original"
         " differs from the original's first run: exit code 0→1;"
     )
+
+
+def test_measure_startup_checks_every_run_too(hostile: dict[str, str], tmp_path: Path) -> None:
+    with pytest.raises(ToolFailedError, match="startup not measured: memory run 1 of the binary differs"):
+        measure_startup(hostile["flaky"], args=("--always",), runs=3)  # its third run fails
 
 
 def test_marker_proves_a_verified_run_executes_the_binary(hostile: dict[str, str], tmp_path: Path) -> None:
