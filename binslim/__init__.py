@@ -11,8 +11,7 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .errors import (
     BinslimError,
     MalformedELFError,

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import __version__
+from ._version import __version__
 from .cliargs import CONST, FLAG, MULTIPLE, Command, Option, UsageError
 from .cliargs import choice as _choice
 from .cliargs import existing_file as _existing_file

@@ -23,6 +23,7 @@ from .elf.copy import copy_range, write_all
 from .elf.reader import ElfFile, Section, Segment
 from .elf.writer import OutputSection, added_section, align_up
 from .errors import UnsupportedError, file_error
+from .stripplan import is_debug_section
 
 DEBUGLINK_SECTION = ".gnu_debuglink"
 _CRC_CHUNK = 1 << 20
@@ -98,8 +99,6 @@ def check_splittable(elf: ElfFile) -> None:
 
 
 def _debug_bytes(elf: ElfFile) -> int:
-    from .strip import is_debug_section  # the one list of debug section names
-
     total = 0
     for s in elf.sections:
         if s.has_file_bytes and (

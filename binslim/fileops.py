@@ -6,7 +6,6 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 
 from .elf.copy import copy_range
@@ -56,17 +55,26 @@ def _apply_metadata(
         os.utime(dest, ns=(source_stat.st_atime_ns, source_stat.st_mtime_ns))
 
 
+def _temp_name(folder: str) -> str:
+    """A fresh name for a temporary file in ``folder`` (48 random bits: callers create it with O_EXCL)."""
+    return os.path.join(folder, f"{TEMP_PREFIX}{os.urandom(6).hex()}.tmp")
+
+
 def temp_path_beside(target: str) -> str:
     """Create an empty private temporary file in the target's folder and return its path."""
     folder = os.path.dirname(os.path.abspath(target))
     if os.path.isdir(target) and not os.path.islink(target):
         raise file_error(target, "is a directory")
-    try:
-        fd, path = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise _io_error(target, "write", exc) from exc
-    os.close(fd)
-    return path
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        path = _temp_name(folder)
+        try:
+            os.close(os.open(path, flags, 0o600))
+            return path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise _io_error(target, "write", exc) from exc
 
 
 @contextlib.contextmanager
@@ -133,7 +141,7 @@ def replace_with_link(source: str, target: str) -> None:
     """Make ``target`` one more name of ``source``'s inode, in one rename: ``target`` is never missing."""
     folder = os.path.dirname(os.path.abspath(target))
     while True:
-        link = os.path.join(folder, f"{TEMP_PREFIX}{os.urandom(6).hex()}.tmp")
+        link = _temp_name(folder)
         try:
             os.link(source, link)
             break

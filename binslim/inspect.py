@@ -19,13 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .elf import constants as c
 from .elf.kind import kind_of
 from .elf.reader import NAME_ENCODING, ElfFile, Section
 from .errors import BinslimError, ToolNotFoundError, UnsupportedError
 from .runner import Runner, run
-from .strip import is_debug_section, planned_size
+from .strip import planned_size
+from .stripplan import is_debug_section
 
 SCHEMA_VERSION = 1
 # Every kind, in report order; the JSON always has all of them.

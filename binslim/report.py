@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from ._version import __version__
 from .errors import printable
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ def dumps(results: Iterable[SlimResult], summary: TreeSummary | None = None) -> 
 def __getattr__(name: str) -> Any:
     # REPORT_SCHEMA (documented here) is built only when asked for: no command needs it.
     if name == "REPORT_SCHEMA":
-        from .report_schema import REPORT_SCHEMA
+        from .report_schema import build
 
-        return REPORT_SCHEMA
+        return build(SCHEMA_VERSION)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from . import fileops
 from .elf.copy import copy_range
-from .elf.kind import is_upx_packed
+from .elf.kind import kind_of
+from .elf.reader import ElfFile
 from .errors import BinslimError, ToolFailedError, VerificationError, file_error
 from .options import UPX_METHODS, SlimOptions
 from .strip import RemovedSection, StripResult, strip_to_fd
@@ -198,9 +199,18 @@ def slim_with(
     target = os.fspath(output) if output is not None else source
     temps = _Temps(folder=tempfile.mkdtemp(prefix="binslim-dry-run-") if options.dry_run else None)
     try:
-        if is_upx_packed(source):
+        # The input is parsed once: the kind check and the strip share this ElfFile.
+        with ElfFile(source) as elf:
+            if not elf.sections and kind_of(elf).upx_packed:
+                packed = True
+            else:
+                packed = False
+                companion = _prepare_companion(source, target, temps, options)
+                stripped_path = temps.new(target)
+                stripped = _strip(elf, target, stripped_path, companion, options)
+        if packed:
             return _already_packed(source, target, temps, options)
-        return _slim(source, target, temps, options)
+        return _slim(source, target, temps, options, companion, stripped_path, stripped)
     finally:
         temps.cleanup()
 
@@ -236,10 +246,16 @@ class _Packing(NamedTuple):
         return None
 
 
-def _slim(source: str, target: str, temps: _Temps, o: SlimOptions) -> SlimResult:
-    companion = _prepare_companion(source, target, temps, o)
-    stripped_path = temps.new(target)
-    stripped = _strip(source, target, stripped_path, companion, o)
+def _slim(
+    source: str,
+    target: str,
+    temps: _Temps,
+    o: SlimOptions,
+    companion: PendingDebugFile | None,
+    stripped_path: str,
+    stripped: StripResult,
+) -> SlimResult:
+    """Everything after the strip: pack, verify, install."""
     if _same_path(source, target) and not stripped.changed and not o.upx:
         return SlimResult(
             input=source,
@@ -308,11 +324,11 @@ def _prepare_companion(source: str, target: str, temps: _Temps, o: SlimOptions) 
 
 
 def _strip(
-    source: str, target: str, stripped_path: str, companion: PendingDebugFile | None, o: SlimOptions
+    elf: ElfFile, target: str, stripped_path: str, companion: PendingDebugFile | None, o: SlimOptions
 ) -> StripResult:
     with fileops.open_new(stripped_path, name=target) as fd:
         stripped = strip_to_fd(
-            source,
+            elf,
             fd,
             output_name=target,
             level=o.level,
@@ -321,8 +337,8 @@ def _strip(
             debuglink=companion.link if companion is not None else None,
             force=o.force,
         )
-    # UPX and the verifier run this file: give it the input's mode (mkstemp made it 0600).
-    os.chmod(stripped_path, os.stat(source).st_mode & 0o7777)
+        # UPX and the verifier run this file: give it the input's mode (it was created 0600).
+        os.fchmod(fd, elf.stat.st_mode & 0o7777)
     return stripped
 
 

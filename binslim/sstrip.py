@@ -13,7 +13,7 @@ from .elf.kind import kind_of
 from .elf.reader import ElfFile
 from .elf.writer import headerless_end, headerless_size, write_headerless
 from .errors import UnsupportedError, file_error
-from .strip import HEADERS, OTHER, RemovedSection, StripResult, plan_strip
+from .stripplan import HEADERS, OTHER, RemovedSection, StripResult, plan_strip
 
 SECTIONS = "sections"
 TOOLS_WARNING = (

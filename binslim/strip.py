@@ -1,407 +1,61 @@
-"""The strip stage: decide which sections go at each level, then write the result with the ELF writer."""
+"""The strip stage: plan which sections go at each level (stripplan), then write the result with the ELF
+writer; the "sections" level goes to sstrip, --keep-debug's companion to debuginfo."""
 
 from __future__ import annotations
 
-import fnmatch
 import os
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import fileops
-from .elf import constants as c
 from .elf.copy import copy_range
-from .elf.reader import ElfFile, Section
-from .elf.symbols import SymbolRewrite, group_members, pack_group, referenced_symbols
-from .elf.writer import LoadedBlock, OutputSection, plan_layout, plan_size, write_layout
-from .errors import BinslimError, UnsupportedError, file_error
+from .elf.reader import ElfFile
+from .elf.writer import plan_layout, plan_size, write_layout
+from .errors import UnsupportedError, file_error
+from .stripplan import (
+    DEBUG,
+    HEADERS,
+    LEVELS,
+    NOTES,
+    OTHER,
+    SYMBOLS,
+    KeptNote,
+    RemovedSection,
+    StripPlan,
+    StripResult,
+    _kept_notes,
+    _output_sections,
+    _saved_by_section,
+    classify,
+    is_debug_section,
+    plan_strip,
+)
 
 if TYPE_CHECKING:
-    from .debuginfo import DebugFile, DebugLink
+    from .debuginfo import DebugLink
 
-Level = Literal["all", "debug", "sections"]
-# "sections" (--strip-section-headers) also drops the section header table; see sstrip.py.
-LEVELS: tuple[str, ...] = ("all", "debug", "sections")
-
-# A symbol string table larger than this is kept as it is rather than rebuilt in memory.
-STRTAB_REBUILD_LIMIT = 8 << 20
-
-# Kinds a removed section is reported under.
-SYMBOLS, DEBUG, NOTES, OTHER, HEADERS = "symbols", "debug", "notes", "other", "headers"
-
-DEBUG_PATTERNS = (
-    ".debug*",
-    ".zdebug*",
-    ".line*",
-    ".stab",
-    ".stab.*",
-    ".stabstr",
-    ".gdb_index",
-    ".gnu.debuglto_*",
-    ".gnu_debugdata",
-)
-# Never removed by default: they point debuggers at separate debug files.
-DEBUG_LINKS = (".gnu_debuglink", ".gnu_debugaltlink")
-# Allocated notes the loader or tools rely on; reported with their cost.
-LOADER_NOTES = (
-    ".note.gnu.build-id",
-    ".note.gnu.property",
-    ".note.ABI-tag",
-    ".note.go.buildid",
-    ".note.package",
-    ".note.stapsdt",
-)
-
-
-class RemovedSection(NamedTuple):
-    name: str
-    kind: str
-    size: int  # bytes this removal saved in the output
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "size": self.size}
-
-
-class KeptNote(NamedTuple):
-    name: str
-    size: int
-
-
-class StripResult(NamedTuple):
-    input: str
-    output: str
-    level: str
-    original_size: int
-    stripped_size: int
-    removed: tuple[RemovedSection, ...]
-    overlay: int
-    kept_notes: tuple[KeptNote, ...] = ()
-    messages: tuple[str, ...] = ()
-    relocatable: bool = False
-    changed: bool = True
-    debug_file: DebugFile | None = None  # the companion written by keep_debug
-
-    @property
-    def saved(self) -> int:
-        return self.original_size - self.stripped_size
-
-    def removed_by_kind(self) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        for removed in self.removed:
-            totals[removed.kind] = totals.get(removed.kind, 0) + removed.size
-        return totals
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "input": self.input,
-            "output": self.output,
-            "level": self.level,
-            "size": {"original": self.original_size, "stripped": self.stripped_size},
-            "removed": [r.to_dict() for r in self.removed],
-            "overlay": self.overlay,
-            "kept_notes": [{"name": n.name, "size": n.size} for n in self.kept_notes],
-            "messages": list(self.messages),
-            "debug_file": self.debug_file.to_dict() if self.debug_file is not None else None,
-        }
-
-
-class StripPlan:
-    """Which sections go (index -> kind) and what to tell the user; filled in by plan_strip."""
-
-    __slots__ = ("elf", "level", "removed", "messages")
-
-    def __init__(self, elf: ElfFile, level: str) -> None:
-        self.elf = elf
-        self.level = level
-        self.removed: dict[int, str] = {}  # section index -> kind
-        self.messages: list[str] = []
-
-    def kept(self) -> list[Section]:
-        return [s for s in self.elf.sections if s.index not in self.removed]
-
-
-def _matches(name: str, patterns: Iterable[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-def is_debug_section(section: Section) -> bool:
-    return not section.is_alloc and _matches(section.name, DEBUG_PATTERNS)
-
-
-def classify(section: Section, level: str, relocatable: bool) -> str | None:
-    """The kind under which ``section`` is removed at ``level``, or None when it stays."""
-    if section.index == 0 or section.is_alloc:
-        return None
-    if section.name in DEBUG_LINKS:
-        return None
-    if is_debug_section(section):
-        return DEBUG
-    if level == "debug" or relocatable:
-        return None
-    if section.sh_type in (c.SHT_SYMTAB, c.SHT_SYMTAB_SHNDX):
-        return SYMBOLS
-    if section.name == ".comment":
-        return OTHER
-    if section.sh_type == c.SHT_NOTE or section.name.startswith(".note"):
-        return NOTES
-    return None
-
-
-def plan_strip(
-    elf: ElfFile,
-    level: str = "all",
-    keep_sections: Sequence[str] = (),
-    remove_sections: Sequence[str] = (),
-) -> StripPlan:
-    if level not in LEVELS:
-        raise BinslimError(f"unknown strip level {level!r} (choose from {', '.join(LEVELS)})")
-    plan = StripPlan(elf, level)
-    sections = elf.sections
-    relocatable = elf.is_relocatable
-    if relocatable and level != "debug":
-        plan.messages.append("relocatable object: only debug sections removed, so it still links")
-
-    needed = _needed_by_loaded(elf)
-    explicit: set[int] = set()
-    for section in sections:
-        kind = classify(section, level, relocatable)
-        if section.index in needed:
-            kind = None
-        if section.index and _matches(section.name, remove_sections):
-            if section.is_alloc:
-                raise file_error(
-                    elf.path,
-                    f"refusing to remove loaded section {section.name} (it is part of the running program)",
-                    UnsupportedError,
-                )
-            if section.index == elf.header.e_shstrndx:
-                raise file_error(
-                    elf.path, f"refusing to remove {section.name}: it names the sections", UnsupportedError
-                )
-            kind = kind or OTHER
-            explicit.add(section.index)
-        if kind and _matches(section.name, keep_sections):
-            kind = None
-        if kind:
-            plan.removed[section.index] = kind
-
-    # The string table of a removed symbol table goes too, unless something kept still uses it.
-    for section in sections:
-        if section.index in plan.removed and section.sh_type == c.SHT_SYMTAB:
-            strtab = section.sh_link
-            if (
-                strtab
-                and not sections[strtab].is_alloc
-                and not _matches(sections[strtab].name, keep_sections)
-            ):
-                users = [
-                    s
-                    for s in sections
-                    if s.sh_link == strtab and s.index not in plan.removed and s.index != strtab
-                ]
-                if not users and strtab not in needed:
-                    plan.removed[strtab] = SYMBOLS
-
-    # Iterate: relocations for removed sections, index tables of removed symtabs and emptied groups follow
-    # what they belong to.
-    changed = True
-    while changed:
-        changed = False
-        for section in sections:
-            if section.index in plan.removed or section.index in needed:
-                continue
-            kind = None
-            if (
-                section.sh_type in (c.SHT_REL, c.SHT_RELA) or section.sh_flags & c.SHF_INFO_LINK
-            ) and not section.is_alloc:
-                target = section.sh_info
-                if 0 < target < len(sections) and target in plan.removed:
-                    kind = plan.removed[target]
-            if section.sh_type in (c.SHT_REL, c.SHT_RELA, c.SHT_GROUP) and section.sh_link in plan.removed:
-                kind = plan.removed[section.sh_link]  # their symbol table is gone: they mean nothing
-            elif section.sh_type == c.SHT_SYMTAB_SHNDX and section.sh_link in plan.removed:
-                kind = plan.removed[section.sh_link]
-            elif section.sh_type == c.SHT_GROUP:
-                _, members = group_members(elf, section)
-                if members and all(m in plan.removed for m in members):
-                    kind = plan.removed[members[0]]
-            if kind:
-                plan.removed[section.index] = kind
-                changed = True
-
-    # What a kept section links to stays (a string table named like debug info, say) unless asked to go.
-    # Loaded sections were seen to by _needed_by_loaded.
-    changed = True
-    while changed:
-        changed = False
-        for section in sections:
-            if not section.index or section.is_alloc or section.index in plan.removed:
-                continue
-            targets = [section.sh_link]
-            if section.sh_type in (c.SHT_REL, c.SHT_RELA) or section.sh_flags & c.SHF_INFO_LINK:
-                targets.append(section.sh_info)
-            for target in targets:
-                if target in plan.removed and target not in explicit:
-                    del plan.removed[target]
-                    changed = True
-    return plan
-
-
-def _needed_by_loaded(elf: ElfFile) -> set[int]:
-    """Sections that stay whatever their name or type: the loaded ones, the section names, and what those
-    point at through sh_link (or sh_info, for relocations), transitively. A loaded section's header cannot
-    be rewritten to point elsewhere without its bytes changing meaning."""
-    count = len(elf.sections)
-    needed = {0, elf.header.e_shstrndx}
-    pending = [s.index for s in elf.sections if s.index and (s.is_alloc or s.index == elf.header.e_shstrndx)]
-    while pending:
-        section = elf.sections[pending.pop()]
-        targets = [section.sh_link]
-        if section.sh_type in (c.SHT_REL, c.SHT_RELA) or section.sh_flags & c.SHF_INFO_LINK:
-            targets.append(section.sh_info)
-        if (
-            section.is_alloc
-            and section.sh_type in (c.SHT_REL, c.SHT_RELA)
-            and 0 < section.sh_link < count
-            and elf.header.e_type in (c.ET_EXEC, c.ET_DYN)
-            and not elf.sections[section.sh_link].is_alloc
-            and not _uses_symbols(elf, section)
-        ):
-            targets.remove(section.sh_link)  # a static binary's .rela.plt names .symtab but uses no symbol
-        if section.sh_type == c.SHT_SYMTAB:
-            targets += [
-                s.index
-                for s in elf.sections
-                if s.sh_type == c.SHT_SYMTAB_SHNDX and s.sh_link == section.index
-            ]
-        for target in targets:
-            if 0 < target < count and target not in needed:
-                needed.add(target)
-                pending.append(target)
-    needed.update(s.index for s in elf.sections if s.is_alloc)
-    return needed
-
-
-def _uses_symbols(elf: ElfFile, relocations: Section) -> bool:
-    try:
-        return bool(referenced_symbols(elf, elf.sections[relocations.sh_link], [relocations]) - {0})
-    except UnsupportedError:
-        return True  # a layout we cannot decode: assume it does
-
-
-def _output_sections(plan: StripPlan) -> list[OutputSection]:
-    """Kept sections with links, infos and (where needed) contents renumbered."""
-    elf = plan.elf
-    kept = plan.kept()
-    section_map = {s.index: i for i, s in enumerate(kept)}
-    identity = all(old == new for old, new in section_map.items())
-
-    def remap(index: int) -> int:
-        return section_map.get(index, 0)
-
-    symtabs: dict[int, SymbolRewrite] = {}
-    rebuilt: dict[int, bytes] = {}
-    if not identity:
-        xindex_of = {s.sh_link: s for s in kept if s.sh_type == c.SHT_SYMTAB_SHNDX}
-        for s in kept:
-            if s.sh_type == c.SHT_SYMTAB:
-                symtabs[s.index] = SymbolRewrite(
-                    elf,
-                    s,
-                    xindex_of.get(s.index),
-                    section_map,
-                    referenced=referenced_symbols(elf, s, kept),
-                    strtab=_private_strtab(elf, s, kept),
-                )
-        for owner in symtabs.values():
-            if owner.name_map is not None and owner.strtab is not None:
-                rebuilt[owner.strtab.index] = owner.strtab_bytes
-
-    outputs: list[OutputSection] = []
-    for s in kept:
-        link = remap(s.sh_link) if s.sh_link else 0
-        info = s.sh_info
-        is_reloc = s.sh_type in (c.SHT_REL, c.SHT_RELA)
-        if (is_reloc or s.sh_flags & c.SHF_INFO_LINK) and info:
-            info = remap(info)
-        out = OutputSection(s, link, info)
-        rewrite = symtabs.get(s.index)
-        if rewrite is not None:
-            out.content, out.content_size, out.sh_info = (
-                rewrite.symtab_chunks,
-                rewrite.symtab_size,
-                rewrite.first_global,
-            )
-        elif s.index in rebuilt:
-            data = rebuilt[s.index]
-            out.content, out.content_size = (lambda d=data: [d]), len(data)
-        elif s.sh_type == c.SHT_SYMTAB_SHNDX and s.sh_link in symtabs:
-            owner = symtabs[s.sh_link]
-            out.content, out.content_size = owner.xindex_chunks, owner.xindex_size
-        elif is_reloc and s.sh_link in symtabs and not s.is_alloc:
-            owner = symtabs[s.sh_link]
-            out.content, out.content_size = (lambda o=owner, r=s: o.relocation_chunks(r)), s.sh_size
-        elif is_reloc and s.sh_link in symtabs:
-            owner = symtabs[s.sh_link]
-            used = referenced_symbols(elf, owner.symtab, [s])
-            if any(owner.symbol_map[i] != i for i in used if i < len(owner.symbol_map)):
-                raise file_error(
-                    elf.path,
-                    f"section {s.index} ({s.name or '?'}) holds loaded relocations against"
-                    " symbols that removing sections would renumber",
-                    UnsupportedError,
-                )
-        elif s.sh_type == c.SHT_GROUP and not identity:
-            flags, members = group_members(elf, s)
-            data = pack_group(elf, flags, [section_map[m] for m in members if m in section_map])
-            out.content, out.content_size = (lambda d=data: [d]), len(data)
-            if s.sh_link in symtabs:
-                out.sh_info = symtabs[s.sh_link].new_symbol(s.sh_info, s.name)
-        if out.content is not None and s.is_alloc:
-            # Its bytes are loaded and stay where they are: a rewritten copy elsewhere would not be used.
-            raise file_error(
-                elf.path,
-                f"section {s.index} ({s.name or '?'}) is loaded but would need rewriting to remove sections",
-                UnsupportedError,
-            )
-        outputs.append(out)
-    return outputs
-
-
-def _private_strtab(elf: ElfFile, symtab: Section, kept: list[Section]) -> Section | None:
-    """The symbol table's string table when only it uses it and it is small enough to rebuild in memory."""
-    strtab = elf.sections[symtab.sh_link] if symtab.sh_link else None
-    if strtab is None or strtab.sh_type != c.SHT_STRTAB or strtab.is_alloc:
-        return None
-    if strtab.index == elf.header.e_shstrndx or strtab.sh_size > STRTAB_REBUILD_LIMIT:
-        return None
-    if any(s.sh_link == strtab.index and s.index != symtab.index for s in kept):
-        return None
-    return strtab
-
-
-def _saved_by_section(plan: StripPlan, blocks: Sequence[LoadedBlock]) -> list[RemovedSection]:
-    """Bytes each removal saves: the parts of a section inside a copied block of loaded bytes save nothing."""
-    result = []
-    for index, kind in sorted(plan.removed.items()):
-        s = plan.elf.sections[index]
-        saved = 0
-        if s.has_file_bytes:
-            covered = sum(max(0, min(s.file_end, b.end) - max(s.sh_offset, b.start)) for b in blocks)
-            saved = s.sh_size - covered
-        result.append(RemovedSection(s.name, kind, saved))
-    return result
-
-
-def _kept_notes(elf: ElfFile, plan: StripPlan) -> tuple[KeptNote, ...]:
-    return tuple(
-        KeptNote(s.name, s.sh_size)
-        for s in plan.kept()
-        if s.index and (s.sh_type == c.SHT_NOTE or s.name in LOADER_NOTES)
-    )
+__all__ = [
+    "DEBUG",
+    "HEADERS",
+    "LEVELS",
+    "NOTES",
+    "OTHER",
+    "SYMBOLS",
+    "KeptNote",
+    "RemovedSection",
+    "StripPlan",
+    "StripResult",
+    "classify",
+    "is_debug_section",
+    "plan_strip",
+    "planned_size",
+    "strip",
+    "strip_to_fd",
+]
 
 
 def strip_to_fd(
-    input_path: str,
+    input: str | ElfFile,
     dst_fd: int,
     *,
     output_name: str = "",
@@ -411,69 +65,83 @@ def strip_to_fd(
     debuglink: DebugLink | None = None,
     force: bool = False,
 ) -> StripResult:
-    """Strip ``input_path`` into the open, empty file ``dst_fd``. The input is never modified.
+    """Strip ``input`` (a path, or an ElfFile the caller has open) into the open, empty file ``dst_fd``.
+    The input is never modified.
 
     ``debuglink`` adds (or updates) a .gnu_debuglink section naming a companion file. ``force`` lets the
     "sections" level drop a shared library's section headers.
     """
-    with ElfFile(input_path) as elf:
-        if level == "sections":
-            from .sstrip import strip_section_headers
-
-            if keep_sections or debuglink is not None:
-                raise file_error(
-                    input_path,
-                    "--strip-section-headers keeps no sections, so neither"
-                    " --keep-section nor --keep-debug (.gnu_debuglink) can be combined with it",
-                    UnsupportedError,
-                )
-            return strip_section_headers(elf, dst_fd, output_name=output_name, force=force)
-        plan = plan_strip(elf, level, keep_sections, remove_sections)
-        messages = list(plan.messages)
-        if elf.overlay_size:
-            messages.append(f"overlay of {elf.overlay_size} bytes after the ELF image kept byte for byte")
-        outputs = _output_sections(plan) if plan.removed or debuglink is not None else []
-        if debuglink is not None:
-            from .debuginfo import with_debuglink
-
-            outputs = with_debuglink(elf, outputs, debuglink)
-        layout = plan_layout(elf, outputs) if outputs else None
-        new_size = layout.size if layout is not None else elf.size
-        if debuglink is None and (not plan.removed or new_size >= elf.size):
-            # Nothing to gain: the output is the input, byte for byte (stripping twice changes nothing).
-            copy_range(elf.fd, dst_fd, 0, 0, elf.size)
-            if plan.removed:
-                messages.append("removing sections would not make the file smaller; left unchanged")
-            return StripResult(
-                input_path,
-                output_name,
-                level,
-                elf.size,
-                elf.size,
-                (),
-                elf.overlay_size,
-                _kept_notes(elf, plan),
-                tuple(messages),
-                elf.is_relocatable,
-                changed=False,
+    if not isinstance(input, ElfFile):
+        with ElfFile(input) as elf:
+            return strip_to_fd(
+                elf,
+                dst_fd,
+                output_name=output_name,
+                level=level,
+                keep_sections=keep_sections,
+                remove_sections=remove_sections,
+                debuglink=debuglink,
+                force=force,
             )
-        assert layout is not None
-        written = write_layout(elf, outputs, dst_fd, layout)
-        removed = _saved_by_section(plan, layout.blocks)
-        headers = elf.size - written.size - sum(r.size for r in removed)
-        removed.append(RemovedSection("(section headers, names and padding)", HEADERS, headers))
+    elf = input
+    input_path = elf.path
+    if level == "sections":
+        from .sstrip import strip_section_headers
+
+        if keep_sections or debuglink is not None:
+            raise file_error(
+                input_path,
+                "--strip-section-headers keeps no sections, so neither"
+                " --keep-section nor --keep-debug (.gnu_debuglink) can be combined with it",
+                UnsupportedError,
+            )
+        return strip_section_headers(elf, dst_fd, output_name=output_name, force=force)
+    plan = plan_strip(elf, level, keep_sections, remove_sections)
+    messages = list(plan.messages)
+    if elf.overlay_size:
+        messages.append(f"overlay of {elf.overlay_size} bytes after the ELF image kept byte for byte")
+    outputs = _output_sections(plan) if plan.removed or debuglink is not None else []
+    if debuglink is not None:
+        from .debuginfo import with_debuglink
+
+        outputs = with_debuglink(elf, outputs, debuglink)
+    layout = plan_layout(elf, outputs) if outputs else None
+    new_size = layout.size if layout is not None else elf.size
+    if debuglink is None and (not plan.removed or new_size >= elf.size):
+        # Nothing to gain: the output is the input, byte for byte (stripping twice changes nothing).
+        copy_range(elf.fd, dst_fd, 0, 0, elf.size)
+        if plan.removed:
+            messages.append("removing sections would not make the file smaller; left unchanged")
         return StripResult(
             input_path,
             output_name,
             level,
             elf.size,
-            written.size,
-            tuple(removed),
-            written.overlay,
+            elf.size,
+            (),
+            elf.overlay_size,
             _kept_notes(elf, plan),
             tuple(messages),
             elf.is_relocatable,
+            changed=False,
         )
+    assert layout is not None
+    written = write_layout(elf, outputs, dst_fd, layout)
+    removed = _saved_by_section(plan, layout.blocks)
+    headers = elf.size - written.size - sum(r.size for r in removed)
+    removed.append(RemovedSection("(section headers, names and padding)", HEADERS, headers))
+    return StripResult(
+        input_path,
+        output_name,
+        level,
+        elf.size,
+        written.size,
+        tuple(removed),
+        written.overlay,
+        _kept_notes(elf, plan),
+        tuple(messages),
+        elf.is_relocatable,
+    )
 
 
 def strip(

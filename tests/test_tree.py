@@ -22,7 +22,7 @@ import pytest
 
 from binslim import slim
 from binslim.fileops import CAPABILITY_XATTR, TEMP_PREFIX
-from binslim.report_schema import REPORT_SCHEMA
+from binslim.report import REPORT_SCHEMA
 from binslim.tree import slim_tree
 from testdata.build import Fixture
 from tests.helpers import (

@@ -69,6 +69,11 @@ class Section(NamedTuple):
         return bool(self.sh_flags & c.SHF_ALLOC)
 
 
+@functools.lru_cache(maxsize=16)
+def _struct(fmt: str) -> struct.Struct:
+    return struct.Struct(fmt)
+
+
 class Layout(NamedTuple):
     """Struct formats for one ELF class and byte order."""
 
@@ -85,15 +90,15 @@ class Layout(NamedTuple):
 
     @property
     def ehdr(self) -> struct.Struct:
-        return struct.Struct(self.order + ("16sHHIQQQIHHHHHH" if self.is64 else "16sHHIIIIIHHHHHH"))
+        return _struct(self.order + ("16sHHIQQQIHHHHHH" if self.is64 else "16sHHIIIIIHHHHHH"))
 
     @property
     def phdr(self) -> struct.Struct:
-        return struct.Struct(self.order + ("IIQQQQQQ" if self.is64 else "IIIIIIII"))
+        return _struct(self.order + ("IIQQQQQQ" if self.is64 else "IIIIIIII"))
 
     @property
     def shdr(self) -> struct.Struct:
-        return struct.Struct(self.order + ("IIQQQQIIQQ" if self.is64 else "IIIIIIIIII"))
+        return _struct(self.order + ("IIQQQQIIQQ" if self.is64 else "IIIIIIIIII"))
 
     @property
     def word_size(self) -> int:
@@ -356,17 +361,15 @@ class ElfFile:
         count = len(sections_raw)
         names_source = sections_raw[self.header.e_shstrndx] if self.header.e_shstrndx else None
         name_of = self._name_reader(names_source)
-        sections = []
-        for index, fields in enumerate(sections_raw):
-            if index == 0:
-                # Section 0 is a placeholder; its size/link/info may hold extended counts, never bytes.
-                sections.append(Section(0, "", 0, *fields[1:]))
-                continue
-            # The raw fields come in Section's order after (index, name).
-            section = Section(index, name_of(fields[0], index), *fields)
-            name, sh_type, sh_flags = section.name, section.sh_type, section.sh_flags
-            sh_offset, sh_size, sh_link = section.sh_offset, section.sh_size, section.sh_link
-            if section.has_file_bytes and section.file_end > self.size:
+        # Section 0 is a placeholder; its size/link/info may hold extended counts, never bytes.
+        sections = [Section(0, "", 0, *sections_raw[0][1:])]
+        no_bytes = (c.SHT_NOBITS, c.SHT_NULL)
+        make = tuple.__new__  # a hot loop: Section's own __new__ is a Python function
+        for index in range(1, count):
+            fields = sections_raw[index]
+            sh_name, sh_type, sh_flags, _, sh_offset, sh_size, sh_link = fields[:7]
+            name = name_of(sh_name, index)
+            if sh_size and sh_type not in no_bytes and sh_offset + sh_size > self.size:
                 raise self._malformed(
                     f"section {index} ({name or '?'}) at offset {sh_offset}, {sh_size} bytes,"
                     " extends past the end of the file"
@@ -389,7 +392,8 @@ class ElfFile:
                     f"symbol table {index} ({name or '?'}) takes its names from section"
                     f" {sh_link}, which is not a string table"
                 )
-            sections.append(section)
+            # The raw fields come in Section's order after (index, name).
+            sections.append(make(Section, (index, name, *fields)))
         return sections
 
     def _name_reader(self, names_source: tuple[int, ...] | None):  # type: ignore[no-untyped-def]

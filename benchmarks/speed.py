@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""Start-up, big-file and many-file targets of issue 12, measured against the interpreter and GNU strip.
+
+    python3 benchmarks/speed.py [--rounds N] [--big FILE] [--json FILE]
+
+1. start-up: ``python3 -c pass`` against ``binslim --version`` and ``binslim SMALL -o OUT --no-verify`` on a
+   ~20 KB program, each through ``python -m binslim`` and through a console script (what pip installs);
+   target: each within 40 ms of ``python3 -c pass`` (median of alternated runs);
+2. big file: ``strip --strip-all BIG -o OUT`` against ``binslim BIG -o OUT --no-verify`` (BIG: /usr/bin/node
+   when installed, else the largest fixture); target: median of per-round wall ratios <= 1.0; and
+   binslim's peak RSS on it (GNU time) beside its RSS on the small program: target < 32 MiB, flat in size;
+3. many files: ``strip --strip-all FILE...`` (one call over 300 small programs) against ``binslim -r DIR
+   --no-verify`` on fresh copies of the same tree; target: ratio <= 1.0.
+
+Every figure is wall-clock on whatever else the machine is doing; the load average is printed at the start
+and the end. benchmarks/README.md says more. Helpers (running, timing, RSS, the 300-file tree) come from
+bench.py beside this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench  # noqa: E402  (beside this file)
+from bench import (  # noqa: E402
+    BenchError,
+    Tools,
+    fmt_ratio,
+    heading,
+    median,
+    paired_ratio,
+    peak_rss_kib,
+    render_table,
+    rotated,
+    say,
+    timed,
+    tree_files,
+    tree_template,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STARTUP_BUDGET_MS = 40.0
+RSS_LIMIT_KIB = 32 * 1024
+DEFAULT_ROUNDS = 15
+TIMEOUT = 300.0
+SMALL_FIXTURE = "hello-c-pie"
+
+
+def console_script(folder: Path) -> list[str]:
+    """A console script for this checkout, as pip writes one (``from binslim.cli import main``); this
+    checkout comes first on its path, whatever copy pip installed."""
+    script = folder / "binslim"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import re\nimport sys\n"
+        f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
+        "from binslim.cli import main\n"
+        "if __name__ == '__main__':\n"
+        "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+        "    sys.exit(main())\n"
+    )
+    script.chmod(0o755)
+    return [str(script)]
+
+
+def alternate(commands: dict[str, list[str]], rounds: int, *, before: Any = None) -> dict[str, list[float]]:
+    """Each command once per round, in a rotated order; one untimed warm-up run each first."""
+    samples: dict[str, list[float]] = {label: [] for label in commands}
+    for round_index in range(-1, rounds):
+        for label in rotated(list(commands), max(round_index, 0)):
+            if before is not None:
+                before(label)
+            seconds = timed(commands[label], timeout=TIMEOUT, cwd=REPO_ROOT)
+            if round_index >= 0:
+                samples[label].append(seconds)
+    return samples
+
+
+def bench_startup(work: Path, rounds: int, small: Path) -> dict[str, Any]:
+    python = sys.executable
+    script = console_script(work)
+    out = work / "small.out"
+    module = [python, "-m", "binslim"]
+    commands = {
+        "python3 -c pass": [python, "-c", "pass"],
+        "python -m binslim --version": [*module, "--version"],
+        "binslim --version (console script)": [*script, "--version"],
+        "python -m binslim SMALL -o OUT --no-verify": [*module, str(small), "-o", str(out), "--no-verify"],
+        "binslim SMALL -o OUT --no-verify (console script)": [
+            *script,
+            str(small),
+            "-o",
+            str(out),
+            "--no-verify",
+        ],
+    }
+    samples = alternate(commands, rounds)
+    floor = samples["python3 -c pass"]
+    rows = {}
+    for label, values in samples.items():
+        added = [a - b for a, b in zip(values, floor)]
+        rows[label] = {
+            "median_ms": 1000 * (median(values) or 0),
+            "added_ms": None if label == "python3 -c pass" else 1000 * statistics.median(added),
+        }
+    return {"small_input": str(small), "small_size": small.stat().st_size, "rows": rows}
+
+
+def bench_big(work: Path, rounds: int, big: Path, small: Path, tools: Tools) -> dict[str, Any]:
+    assert tools.gnu_strip is not None
+    gnu_out, ours_out = work / "big.gnu", work / "big.binslim"
+    commands = {
+        "strip --strip-all BIG -o OUT": [tools.gnu_strip, "--strip-all", str(big), "-o", str(gnu_out)],
+        "binslim BIG -o OUT --no-verify": [
+            sys.executable,
+            "-m",
+            "binslim",
+            str(big),
+            "-o",
+            str(ours_out),
+            "--no-verify",
+        ],
+    }
+
+    def fresh(label: str) -> None:  # every run writes a new file, as a build does
+        for path in (gnu_out, ours_out):
+            bench.remove(path)
+
+    samples = alternate(commands, rounds, before=fresh)
+    labels = list(commands)
+    rss = {
+        "big": peak_rss_kib(commands[labels[1]], timeout=TIMEOUT, cwd=REPO_ROOT),
+        "small": peak_rss_kib(
+            [sys.executable, "-m", "binslim", str(small), "-o", str(work / "rss.small"), "--no-verify"],
+            timeout=TIMEOUT,
+            cwd=REPO_ROOT,
+        ),
+        "gnu_strip_big": peak_rss_kib(commands[labels[0]], timeout=TIMEOUT, cwd=REPO_ROOT),
+    }
+    return {
+        "input": str(big),
+        "input_size": big.stat().st_size,
+        "median_ms": {label: 1000 * (median(values) or 0) for label, values in samples.items()},
+        "ratio": paired_ratio(samples[labels[1]], samples[labels[0]]),
+        "peak_rss_kib": rss,
+        "output_sizes": {"gnu": gnu_out.stat().st_size, "binslim": ours_out.stat().st_size},
+    }
+
+
+def bench_many(work: Path, rounds: int, tools: Tools) -> dict[str, Any]:
+    assert tools.gnu_strip is not None
+    tree = tree_template(tools)
+    files = tree_files(tree)
+    copy = work / "tree"
+    commands = {
+        "strip --strip-all FILE...": [tools.gnu_strip, "--strip-all", *files],
+        "binslim -r DIR --no-verify": [sys.executable, "-m", "binslim", "-r", ".", "--no-verify"],
+    }
+    samples: dict[str, list[float]] = {label: [] for label in commands}
+    for round_index in range(-1, rounds):
+        for label in rotated(list(commands), max(round_index, 0)):
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(tree, copy, symlinks=True)
+            seconds = timed(commands[label], timeout=TIMEOUT, cwd=copy)
+            if round_index >= 0:
+                samples[label].append(seconds)
+    shutil.rmtree(copy, ignore_errors=True)
+    labels = list(commands)
+    return {
+        "files": len(files),
+        "median_ms": {label: 1000 * (median(values) or 0) for label, values in samples.items()},
+        "ratio": paired_ratio(samples[labels[1]], samples[labels[0]]),
+    }
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else "PASS" if ok else "FAIL"
+
+
+def report(results: dict[str, Any]) -> list[tuple[str, str]]:
+    targets = []
+    heading(
+        "1. start-up (median of alternated runs; added = median of per-round differences to python3 -c pass)"
+    )
+    startup = results["startup"]
+    rows = []
+    for label, row in startup["rows"].items():
+        added = row["added_ms"]
+        rows.append([label, f"{row['median_ms']:.1f}", "-" if added is None else f"{added:+.1f}"])
+        if added is not None:
+            targets.append(
+                (
+                    f"{label}: within {STARTUP_BUDGET_MS:g} ms of python3 -c pass",
+                    verdict(added <= STARTUP_BUDGET_MS),
+                )
+            )
+    say(render_table(["command", "median ms", "added ms"], rows))
+    say(f"(SMALL: {startup['small_input']}, {startup['small_size']:,} B)")
+
+    big = results["big"]
+    heading(f"2. one big file: {big['input']} ({big['input_size']:,} B)")
+    say(render_table(["command", "median ms"], [[k, f"{v:.1f}"] for k, v in big["median_ms"].items()]))
+    say(f"binslim / GNU strip, median of per-round ratios: {fmt_ratio(big['ratio'])}")
+    sizes = big["output_sizes"]
+    say(f"output sizes: GNU strip {sizes['gnu']:,} B, binslim {sizes['binslim']:,} B")
+    rss = big["peak_rss_kib"]
+    if rss["big"] is None:
+        say("peak RSS not measured: /usr/bin/time is missing (Debian package `time`)")
+        targets.append(("peak RSS < 32 MiB on the big file", "n/a"))
+    else:
+        say(
+            f"peak RSS: binslim {rss['big'] / 1024:.1f} MiB on the big file, {rss['small'] / 1024:.1f} MiB on"
+            f" SMALL; GNU strip {rss['gnu_strip_big'] / 1024:.1f} MiB on the big file"
+        )
+        targets.append(("peak RSS < 32 MiB on the big file", verdict(rss["big"] < RSS_LIMIT_KIB)))
+    targets.append(
+        ("big file: binslim <= 1.0x GNU strip", verdict(big["ratio"] is not None and big["ratio"] <= 1.0))
+    )
+
+    many = results["many"]
+    heading(f"3. many files: {many['files']} small programs")
+    say(render_table(["command", "median ms"], [[k, f"{v:.1f}"] for k, v in many["median_ms"].items()]))
+    say(f"binslim -r / one strip call, median of per-round ratios: {fmt_ratio(many['ratio'])}")
+    targets.append(
+        (
+            f"{many['files']} files: binslim -r <= 1.0x one strip call",
+            verdict(many["ratio"] is not None and many["ratio"] <= 1.0),
+        )
+    )
+    heading("targets")
+    say(render_table(["target", "result"], [list(t) for t in targets]))
+    return targets
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=DEFAULT_ROUNDS, help="alternated rounds per measurement"
+    )
+    parser.add_argument(
+        "--big", type=Path, help="the big file (default: /usr/bin/node, else the largest fixture)"
+    )
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    bench.use_bytecode_cache()
+    tools = bench.find_tools()
+    if tools.gnu_strip is None:
+        say("error: GNU strip not found (Debian's binutils)")
+        return 1
+    fixtures = bench.load_fixtures()
+    small = Path(fixtures[SMALL_FIXTURE].path)
+    big = options.big
+    if big is None:
+        node = Path("/usr/bin/node")
+        big = (
+            node
+            if node.is_file()
+            else max((Path(i.path) for i in fixtures.values()), key=lambda p: p.stat().st_size)
+        )
+    say(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs")
+    started = time.time()
+    bench.BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="speed-", dir=bench.BENCH_DIR) as folder:
+        work = Path(folder)
+        try:
+            results = {
+                "startup": bench_startup(work, options.rounds, small),
+                "big": bench_big(work, max(5, options.rounds // 2), big, small, tools),
+                "many": bench_many(work, max(3, options.rounds // 3), tools),
+            }
+        except BenchError as exc:
+            say(f"error: {exc}")
+            return 1
+    targets = report(results)
+    say(
+        f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; took {time.time() - started:.0f} s"
+    )
+    if options.json is not None:
+        document = {
+            "schema": 1,
+            "results": results,
+            "targets": dict(targets),
+            "load_average_end": os.getloadavg(),
+        }
+        bench.write_json_atomically(options.json, document)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
