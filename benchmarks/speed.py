@@ -20,7 +20,6 @@ bench.py beside this file.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -290,9 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"error: {exc}")
             return 1
     targets = report(results)
-    say(
-        f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; took {time.time() - started:.0f} s"
-    )
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    say(f"\nload average at end: {load}; took {time.time() - started:.0f} s")
     if options.json is not None:
         document = {
             "schema": 1,

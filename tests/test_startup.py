@@ -58,7 +58,7 @@ def test_importing_the_cli_loads_no_stage() -> None:
 
 def test_importing_binslim_loads_only_the_errors() -> None:
     loaded = loaded_after("import binslim")
-    assert {m for m in loaded if m.startswith("binslim")} == {"binslim", "binslim.errors"}
+    assert {m for m in loaded if m.startswith("binslim")} == {"binslim", "binslim._version", "binslim.errors"}
 
 
 def test_a_plain_strip_loads_no_other_stage(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
@@ -81,6 +81,7 @@ def test_version_is_printed_without_loading_the_library() -> None:
         "    assert exc.code == 0"
     )
     assert not {m for m in loaded if m.startswith("binslim.")} - {
+        "binslim._version",
         "binslim.cli",
         "binslim.cliargs",
         "binslim.envvars",
