@@ -28,6 +28,15 @@ from .slim import SlimResult, failed_result, try_slim
 ELF_MAGIC = b"\x7fELF"
 BATCH_BYTES = 16 << 20  # a batch holds at most this much input, or a single larger file
 BATCHES_PER_WORKER = 4  # enough to keep workers busy to the end without paying per-file IPC
+# Without -j, workers start only when the serial work is estimated above POOL_MIN_SECONDS: starting a pool
+# (multiprocessing's imports, the forks, sending results back) costs 30-80 ms, which a small tree never
+# wins back. The estimate: a small ELF file takes about PER_FILE_SECONDS in-process, and bytes copy at about
+# COPY_BYTES_PER_SECOND (benchmarks/speed.py measures both ends); verifying runs each program, which
+# takes about VERIFIED_FILE_SECONDS.
+POOL_MIN_SECONDS = 0.3
+PER_FILE_SECONDS = 0.0015
+VERIFIED_FILE_SECONDS = 0.05
+COPY_BYTES_PER_SECOND = 500e6
 
 _ELF, _OTHER, _SYMLINK, _SPECIAL, _UNREADABLE = "elf", "other", "symlink", "special", "unreadable"
 _NOT_ELF_MESSAGES = {
@@ -126,8 +135,8 @@ def slim_tree(
     it are not. Per-file problems never raise: they are results with status "failed". The result lists
     every file found; ``on_result`` gets those of ELF files and failures, in sorted path order, as soon as
     all before them are known. ``on_progress(done, total)`` counts ELF files as they finish. ``jobs``
-    defaults to the CPUs available. With ``upx``, only executables are packed; shared libraries and
-    objects are stripped only.
+    defaults to the CPUs available when the tree is big enough to pay for a pool of workers, else 1. With
+    ``upx``, only executables are packed; shared libraries and objects are stripped only.
     """
     for refused in ("output", "upx_force", "upx_required", "keep_hard_links"):
         if options.get(refused):
@@ -135,7 +144,6 @@ def slim_tree(
     options.pop("output", None)
     options.setdefault("measure_startup", False)  # behaviour is checked; startup timing is not worth it here
     job_options = SlimOptions.from_kwargs({**options, "dry_run": dry_run})
-    workers = max(1, jobs if jobs is not None else default_jobs())
 
     entries = _walk([os.path.normpath(os.fspath(root)) for root in roots])
     work, linked = _plan(entries)
@@ -158,6 +166,7 @@ def slim_tree(
                 on_result(ready[order[emitted]])
             emitted += 1
 
+    workers = max(1, jobs) if jobs is not None else _default_workers(work, job_options.verify)
     batches = _batches(work, workers)
     receive([])
     _execute(batches, min(workers, len(batches)), job_options, receive)
@@ -267,6 +276,13 @@ def _plan(entries: Sequence[_Entry]) -> tuple[list[_Job], set[str]]:
         work.append(_Job(first.path, first.size, others, relink=bool(others) and len(group) == first.nlink))
     work.sort(key=lambda job: job.path)
     return work, linked
+
+
+def _default_workers(work: Sequence[_Job], verify: bool) -> int:
+    """The CPUs available when the tree is big enough to pay for a pool; else 1 (no pool)."""
+    per_file = VERIFIED_FILE_SECONDS if verify else PER_FILE_SECONDS
+    estimate = len(work) * per_file + sum(job.size for job in work) / COPY_BYTES_PER_SECOND
+    return default_jobs() if estimate >= POOL_MIN_SECONDS else 1
 
 
 def _batches(work: Sequence[_Job], workers: int) -> list[list[_Job]]:

@@ -501,3 +501,29 @@ def test_library_reports_in_sorted_order_with_progress(fixtures: dict[str, Fixtu
     )
     assert progress[-1] == (24, 24) and [d for d, _ in progress] == sorted(d for d, _ in progress)
     assert tree.summary.stripped == 24 and tree.summary.not_elf == 24
+
+
+def test_a_pool_starts_only_for_a_tree_big_enough_to_pay_for_it() -> None:
+    from binslim.tree import PER_FILE_SECONDS, POOL_MIN_SECONDS, _default_workers, _Job, default_jobs
+
+    small = [_Job(f"f{i}", 20_000) for i in range(10)]
+    assert _default_workers(small, verify=False) == 1
+    assert _default_workers(small[:5], verify=True) == 1
+    many = [_Job(f"f{i}", 20_000) for i in range(int(POOL_MIN_SECONDS / PER_FILE_SECONDS) + 1)]
+    assert _default_workers(many, verify=False) == default_jobs()
+    big = [_Job("big", 1 << 30)]
+    assert _default_workers(big, verify=False) == default_jobs()
+    assert _default_workers(small[:7], verify=True) == default_jobs()
+
+
+def test_a_small_tree_runs_without_workers(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    from tests.test_startup import loaded_after
+
+    root = tree_of_copies(fixtures, tmp_path / "tree", 4)
+    loaded = loaded_after(
+        "from binslim.cli import main\n"
+        f"try:\n    main(['-r', {str(root)!r}, '--no-verify'])\nexcept SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code"
+    )
+    assert "binslim.tree" in loaded
+    assert "multiprocessing" not in loaded and "concurrent.futures" not in loaded
