@@ -85,15 +85,26 @@ def readme_section(title: str) -> str:
 
 
 def readme_docker_commands(section: str) -> list[list[str]]:
-    """The ``docker ...`` lines of the section's first shell block, comments dropped."""
-    block = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert block, "the README's Docker section shows its commands in a sh block"
+    """The ``docker ...`` lines of the section's shell blocks, comments dropped."""
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
+    assert blocks, "the README's Docker section shows its commands in sh blocks"
     commands = []
-    for line in block.group(1).splitlines():
-        words = shlex.split(line, comments=True)
-        if words and words[0] == "docker":
-            commands.append(words)
+    for block in blocks:
+        for line in block.splitlines():
+            words = shlex.split(line, comments=True)
+            if words and words[0] == "docker":
+                commands.append(words)
     return commands
+
+
+def readme_recipe(dockerfile: str) -> tuple[list[str], list[str]]:
+    """The README's ``docker build -f DOCKERFILE`` command and the ``docker run`` of the image it tags."""
+    commands = readme_docker_commands(readme_section("Docker"))
+    build = next(words for words in commands if words[:2] == ["docker", "build"] and dockerfile in words)
+    assert build[build.index("-f") + 1] == dockerfile
+    tag = build[build.index("-t") + 1]
+    run = next(words for words in commands if words[:2] == ["docker", "run"] and tag in words)
+    return build, run
 
 
 def test_dockerfile_tells_the_story() -> None:
@@ -212,8 +223,7 @@ def build_command(words: list[str], *extra: str) -> list[str]:
 
 
 def test_readme_recipe_builds_and_runs(docker_engine: DockerEngine, clean_clone: Path) -> None:
-    section = readme_section("Docker")
-    build, run = readme_docker_commands(section)
+    build, run = readme_recipe("examples/Dockerfile")
     tag = build[build.index("-t") + 1]
     built = docker_engine.docker(
         *build_command(build)[1:], cwd=clean_clone, timeout=BUILD_TIMEOUT, check=False
@@ -239,8 +249,7 @@ def test_readme_recipe_builds_and_runs(docker_engine: DockerEngine, clean_clone:
 
 
 def test_failed_verification_fails_the_build(docker_engine: DockerEngine, clean_clone: Path) -> None:
-    build, _ = readme_docker_commands(readme_section("Docker"))
-    build = [*build]
+    build, _ = readme_recipe("examples/Dockerfile")
     build[build.index("-t") + 1] = "hello-slim-unverified"
     # md5sum as the verification script prints each file's checksum: the two sides differ, for real.
     extra = ("--build-arg", "BINSLIM_ARGS=--verify-cmd /usr/bin/md5sum")
@@ -252,3 +261,28 @@ def test_failed_verification_fails_the_build(docker_engine: DockerEngine, clean_
     assert "the result does not behave like the original" in output
     assert "returned a non-zero code: 3" in output, output[-4000:]
     assert docker_engine.docker("image", "inspect", "hello-slim-unverified", check=False).returncode != 0
+
+
+def test_readme_cxx_recipe_builds_and_runs(docker_engine: DockerEngine, clean_clone: Path) -> None:
+    build, run = readme_recipe("examples/cxx.Dockerfile")
+    tag = build[build.index("-t") + 1]
+    built = docker_engine.docker(
+        *build_command(build)[1:], cwd=clean_clone, timeout=BUILD_TIMEOUT, check=False
+    )
+    output = built.stdout + built.stderr
+    assert built.returncode == 0, output[-6000:]
+    assert re.search(r"/usr/local/bin/app -> /app: stripped\n", output), output[-4000:]
+    assert "same behaviour: yes" in output
+    removed = re.search(r"removed .*debug ([\d,]+) B", output)
+    assert removed and int(removed.group(1).replace(",", "")) > 0, "the debug information went"
+
+    ran = docker_engine.docker(*run[1:2], "--network", "none", *run[2:], check=False)
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "hello-cxx 1.0.0\n", "")
+
+    # The final stage is the small base plus the stripped program, nothing else of the builder.
+    final = re.search(r"final\s+([\d,]+) B", output)
+    assert final
+    base_size = docker_engine.image_size("debian:bookworm-slim")
+    assert docker_engine.image_size(tag) == base_size + int(final.group(1).replace(",", ""))
+    history = docker_engine.docker("history", "--format", "{{.CreatedBy}}", tag).stdout
+    assert "COPY file:" in history.splitlines()[1] and "g++" not in history
