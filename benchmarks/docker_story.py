@@ -7,7 +7,7 @@ Builds the four targets of examples/go-service.Dockerfile on Debian's dockerd, s
 the stand-in base images (tests/docker_engine.py; root, docker.io and debootstrap needed, as for the tests):
 
 1. ``single``: one stage on golang:1.23-bookworm, the toolchain shipped with the program;
-2. ``scratch``: multi-stage, the same binary alone in an empty image;
+2. ``multistage``: multi-stage, the same binary alone in an empty image;
 3. ``stripped``: multi-stage, the binary stripped by binslim in the builder stage;
 4. ``packed``: multi-stage, stripped and packed with UPX by binslim.
 
@@ -38,11 +38,11 @@ from tests.docker_engine import DockerEngine  # noqa: E402
 
 DOCKERFILE = "examples/go-service.Dockerfile"
 BUILD_TIMEOUT = 1800.0
-TARGETS = ("single", "scratch", "stripped", "packed")
+TARGETS = ("single", "multistage", "stripped", "packed")
 BINARY_IN = {"single": "/usr/local/bin/webservice"}  # the others hold it at /webservice
 DESCRIPTION = {
     "single": "single stage on golang:1.23-bookworm",
-    "scratch": "multi-stage, `FROM scratch`",
+    "multistage": "multi-stage, `FROM scratch`",
     "stripped": "+ binslim (strip)",
     "packed": "+ binslim --upx",
 }

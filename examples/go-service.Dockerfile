@@ -1,10 +1,10 @@
 # The image-size story: one Go web service (testdata/go/webservice) in four images, from the naive one to the
 # smallest. benchmarks/docker_story.py builds each target and measures it; the README shows its table.
 #
-#   docker build -f examples/go-service.Dockerfile --target single   -t webservice:single .
-#   docker build -f examples/go-service.Dockerfile --target scratch  -t webservice:scratch .
-#   docker build -f examples/go-service.Dockerfile --target stripped -t webservice:stripped .
-#   docker build -f examples/go-service.Dockerfile --target packed   -t webservice:packed .
+#   docker build -f examples/go-service.Dockerfile --target single     -t webservice:single .
+#   docker build -f examples/go-service.Dockerfile --target multistage -t webservice:multistage .
+#   docker build -f examples/go-service.Dockerfile --target stripped   -t webservice:stripped .
+#   docker build -f examples/go-service.Dockerfile --target packed     -t webservice:packed .
 #   docker run --rm -p 8080:8080 webservice:packed
 
 # 1. Single stage: the program and the whole Go toolchain it was built with.
@@ -32,8 +32,9 @@ RUN mkdir /out \
  && slim-app.sh /usr/local/bin/webservice /out/packed --upx --json > /out/packed.json \
  && cat /out/stripped.json /out/packed.json
 
-# 2. Multi-stage: the same binary alone in an empty image.
-FROM scratch AS scratch
+# 2. Multi-stage: the same binary alone in an empty image. (Not named "scratch": a stage of that name would
+# shadow the empty image in the FROM lines below, and each later image would stack its file over this one's.)
+FROM scratch AS multistage
 COPY --from=single /usr/local/bin/webservice /webservice
 EXPOSE 8080
 ENTRYPOINT ["/webservice"]
