@@ -620,3 +620,23 @@ def test_t_quantiles() -> None:
     assert t975(100_000) == pytest.approx(1.960, abs=0.001)
     with pytest.raises(ValueError):
         t975(0)
+
+
+def test_verifier_modules_import_only_those_below_them() -> None:
+    """static < launch < compare < measure < verifier, and the runner below them all."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "binslim"
+    order = ["runner", "verification.static", "verification.launch", "verification.compare"]
+    order += ["verification.measure", "verifier"]
+    files = {name: root / (name.replace(".", "/") + ".py") for name in order}
+    for rank, name in enumerate(order):
+        package = name.rsplit(".", 1)[0] if "." in name else ""
+        for node in ast.walk(ast.parse(files[name].read_text())):
+            if not isinstance(node, ast.ImportFrom) or not node.level:
+                continue
+            base = package.split(".")[: max(0, len(package.split(".")) - (node.level - 1))] if package else []
+            target = ".".join([*filter(None, base), *(node.module or "").split(".")]).strip(".")
+            for imported in [target, *(f"{target}.{alias.name}".strip(".") for alias in node.names)]:
+                if imported in order:
+                    assert order.index(imported) < rank, f"{name} imports {imported}, which is above it"
