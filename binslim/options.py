@@ -65,6 +65,11 @@ class SlimOptions(NamedTuple):
                 f"{what} needs the startup measured by running the binary, and --no-verify never runs it:"
                 " drop one of them"
             )
+        if self.max_startup_ms is not None and self.verify_runs < 2:
+            raise UsageError(
+                "--max-startup-ms needs --verify-runs 2 or more: a budget is judged by the upper end of the"
+                " added startup's 95% interval, which one timed pair cannot give"
+            )
         return self._replace(
             keep_sections=tuple(self.keep_sections),
             remove_sections=tuple(self.remove_sections),

@@ -264,6 +264,23 @@ def test_auto_without_a_budget_is_a_usage_error(hostile: dict[str, str], tmp_pat
     assert done.returncode == 2 and "--upx-method auto needs --max-startup-ms" in done.stderr
 
 
+def test_a_budget_with_one_timed_pair_is_a_usage_error(hostile: dict[str, str], tmp_path: Path) -> None:
+    marker = Path(hostile["marker-file"])
+    marker.unlink(missing_ok=True)
+    done = run_binslim(
+        hostile["marker"],
+        "-o",
+        str(tmp_path / "out"),
+        "--upx",
+        "--max-startup-ms",
+        "50",
+        "--verify-runs",
+        "1",
+    )
+    assert done.returncode == 2 and "--max-startup-ms needs --verify-runs 2 or more" in done.stderr
+    assert not marker.exists()
+
+
 def test_a_budget_that_cannot_be_measured_is_never_met(hostile: dict[str, str], tmp_path: Path) -> None:
     """Both sides time out: the startup is not measured, so no packed candidate may pass the budget."""
     require_tool("upx")
