@@ -122,7 +122,10 @@ def format_tree_line(result: SlimResult) -> str:
     if result.final_size != result.original_size:
         sizes += f" -> {result.final_size:,} B (-{percent(result.saved, result.original_size)})"
     line = f"{result.input}: {sizes}: {result.message}"
-    return line + (f"; removed {_removed_by_kind(result)}" if result.removed else "")
+    line += f"; removed {_removed_by_kind(result)}" if result.removed else ""
+    # What verification did not cover, in its first clause: the advice is in the single-file report.
+    warnings = result.verify.warnings if result.verify is not None else ()
+    return line + "".join(f"; warning: {warning.split('; ', 1)[0]}" for warning in warnings)
 
 
 def format_tree_summary(summary: TreeSummary) -> str:

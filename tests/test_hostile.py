@@ -171,6 +171,18 @@ def test_usage_error_on_version_is_a_warning(hostile: dict[str, str], tmp_path: 
     assert "warning: the original exits with 2 (args: --version): only that error path" in done.stdout
 
 
+def test_usage_error_warning_in_a_tree_line(hostile: dict[str, str], tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    shutil.copy2(hostile["usage"], tree / "usage")
+    done = run_binslim("-r", str(tree))
+    assert done.returncode == 0, done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith(str(tree / "usage"))]
+    assert line.endswith(
+        "; warning: the original exits with 2 (args: --version): only that error path was exercised"
+    )
+
+
 def test_program_reading_its_own_size_differs(hostile: dict[str, str], tmp_path: Path) -> None:
     result = verify(hostile["selfsize"], stripped(hostile["selfsize"], tmp_path), runs=2)
     assert result.same_behaviour is False and not result.original_varies
