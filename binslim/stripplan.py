@@ -155,15 +155,25 @@ def plan_strip(
     if level not in LEVELS:
         raise BinslimError(f"unknown strip level {level!r} (choose from {', '.join(LEVELS)})")
     plan = StripPlan(elf, level)
-    sections = elf.sections
-    relocatable = elf.is_relocatable
-    if relocatable and level != "debug":
+    if elf.is_relocatable and level != "debug":
         plan.messages.append("relocatable object: only debug sections removed, so it still links")
-
     needed = _needed_by_loaded(elf)
+    explicit = _choose(plan, needed, keep_sections, remove_sections)
+    _drop_unused_string_tables(plan, needed, keep_sections)
+    _follow_removed(plan, needed)
+    _keep_link_targets(plan, explicit)
+    return plan
+
+
+def _choose(
+    plan: StripPlan, needed: set[int], keep_sections: Sequence[str], remove_sections: Sequence[str]
+) -> set[int]:
+    """Each section's fate by its own name and type, and the options; returns those removed on request."""
+    elf = plan.elf
+    relocatable = elf.is_relocatable
     explicit: set[int] = set()
-    for section in sections:
-        kind = classify(section, level, relocatable)
+    for section in elf.sections:
+        kind = classify(section, plan.level, relocatable)
         if section.index in needed:
             kind = None
         if section.index and _matches(section.name, remove_sections):
@@ -183,8 +193,12 @@ def plan_strip(
             kind = None
         if kind:
             plan.removed[section.index] = kind
+    return explicit
 
-    # The string table of a removed symbol table goes too, unless something kept still uses it.
+
+def _drop_unused_string_tables(plan: StripPlan, needed: set[int], keep_sections: Sequence[str]) -> None:
+    """The string table of a removed symbol table goes too, unless something kept still uses it."""
+    sections = plan.elf.sections
     for section in sections:
         if section.index in plan.removed and section.sh_type == c.SHT_SYMTAB:
             strtab = section.sh_link
@@ -201,8 +215,12 @@ def plan_strip(
                 if not users and strtab not in needed:
                     plan.removed[strtab] = SYMBOLS
 
-    # Iterate: relocations for removed sections, index tables of removed symtabs and emptied groups follow
-    # what they belong to.
+
+def _follow_removed(plan: StripPlan, needed: set[int]) -> None:
+    """Relocations for removed sections, index tables of removed symtabs and emptied groups follow what
+    they belong to, until nothing changes."""
+    elf = plan.elf
+    sections = elf.sections
     changed = True
     while changed:
         changed = False
@@ -228,12 +246,14 @@ def plan_strip(
                 plan.removed[section.index] = kind
                 changed = True
 
-    # What a kept section links to stays (a string table named like debug info, say) unless asked to go.
-    # Loaded sections were seen to by _needed_by_loaded.
+
+def _keep_link_targets(plan: StripPlan, explicit: set[int]) -> None:
+    """What a kept section links to stays (a string table named like debug info, say) unless asked to go.
+    Loaded sections were seen to by _needed_by_loaded."""
     changed = True
     while changed:
         changed = False
-        for section in sections:
+        for section in plan.elf.sections:
             if not section.index or section.is_alloc or section.index in plan.removed:
                 continue
             targets = [section.sh_link]
@@ -243,7 +263,6 @@ def plan_strip(
                 if target in plan.removed and target not in explicit:
                     del plan.removed[target]
                     changed = True
-    return plan
 
 
 def _needed_by_loaded(elf: ElfFile) -> set[int]:

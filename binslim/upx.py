@@ -247,6 +247,24 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
+def _pack_and_test(
+    tool: UpxTool, options: list[str], input: str, packed_path: str, timeout: float, runner: Runner
+) -> tuple[str, Completed | None, float]:
+    """UPX ``input`` into ``packed_path``, then ``upx -t`` it: ("", the packing run, seconds) when both
+    succeeded, else (why not, the run that failed, seconds UPX spent packing)."""
+    packing = runner([tool.path, *options, "-o", packed_path, os.path.abspath(input)], timeout=timeout)
+    seconds = packing.seconds
+    if packing.timed_out or packing.returncode != 0:
+        return _failure_reason(packing, timeout), packing, seconds
+    if not os.path.isfile(packed_path):
+        return "upx exited 0 but wrote no output", packing, seconds
+    testing = runner([tool.path, "-t", packed_path], timeout=timeout)
+    if testing.timed_out or testing.returncode != 0:
+        detail = _failure_reason(testing, timeout).removeprefix("upx failed: ")
+        return f"packed file failed upx -t: {detail}", testing, seconds
+    return "", packing, seconds
+
+
 def compress(
     input: str,
     output: str,
@@ -318,24 +336,13 @@ def compress(
     try:
         # A fresh private folder: UPX refuses to overwrite, and nobody else can race us for the name.
         packed_path = os.path.join(work_dir, os.path.basename(output) or "packed")
-        pack_argv = [tool.path, *options, "-o", packed_path, os.path.abspath(input)]
-        packing = runner(pack_argv, timeout=timeout)
-        seconds = packing.seconds
-        if packing.timed_out or packing.returncode != 0:
-            return refused(_failure_reason(packing, timeout), packing, version=tool.version, seconds=seconds)
-        if not os.path.isfile(packed_path):
-            return refused("upx exited 0 but wrote no output", packing, version=tool.version, seconds=seconds)
-
-        testing = runner([tool.path, "-t", packed_path], timeout=timeout)
-        if testing.timed_out or testing.returncode != 0:
-            detail = _failure_reason(testing, timeout).removeprefix("upx failed: ")
-            reason = f"packed file failed upx -t: {detail}"
-            return refused(reason, testing, version=tool.version, seconds=seconds)
-
+        reason, last_run, seconds = _pack_and_test(tool, options, input, packed_path, timeout, runner)
+        if reason:
+            return refused(reason, last_run, version=tool.version, seconds=seconds)
         output_size = _size(packed_path)
         if output_size >= input_size:
             reason = f"UPX output is not smaller ({input_size} -> {output_size} bytes)"
-            return refused(reason, packing, version=tool.version, seconds=seconds)
+            return refused(reason, last_run, version=tool.version, seconds=seconds)
         try:
             os.replace(packed_path, output)
         except OSError as exc:

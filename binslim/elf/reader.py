@@ -241,24 +241,8 @@ class ElfFile:
     # -- parsing -----------------------------------------------------------------------------------------
 
     def _parse(self) -> None:
-        if self.size == 0:
-            raise file_error(self.path, "empty file, not an ELF file", NotELFError)
-        ident = os.pread(self.fd, 16, 0)
-        if ident[:4] != c.ELFMAG:
-            if ident[:2] == b"#!":
-                raise file_error(self.path, "a script, not an ELF file", NotELFError)
-            raise file_error(self.path, "not an ELF file", NotELFError)
-        if len(ident) < 16:
-            raise self._malformed("truncated ELF identification")
-        elfclass, data = ident[4], ident[5]
-        if elfclass not in (c.ELFCLASS32, c.ELFCLASS64):
-            raise self._malformed(f"unknown ELF class {elfclass}")
-        if data not in (c.ELFDATA2LSB, c.ELFDATA2MSB):
-            raise self._malformed(f"unknown ELF byte order {data}")
-        layout = Layout(elfclass, data == c.ELFDATA2LSB)
+        layout, osabi = self._identify()
         self.layout = layout
-        if self.size < layout.ehdr.size:
-            raise self._malformed("truncated ELF header")
         (
             _,
             e_type,
@@ -275,50 +259,18 @@ class ElfFile:
             e_shnum,
             e_shstrndx,
         ) = layout.ehdr.unpack(self.read(0, layout.ehdr.size))
-
-        sections_raw: list[tuple[int, ...]] = []
-        if e_shoff != 0:
-            if e_shentsize != layout.shdr.size:
-                raise self._malformed(f"section header size {e_shentsize}, expected {layout.shdr.size}")
-            if e_shoff + layout.shdr.size > self.size:
-                raise self._malformed(f"section header table at offset {e_shoff} is past the end of the file")
-            section0 = layout.shdr.unpack(self.read(e_shoff, layout.shdr.size))
-            # Extended numbering: the real counts live in section 0 when they do not fit the header fields.
-            if e_shnum == 0:
-                e_shnum = section0[5]
-                if e_shnum == 0:
-                    raise self._malformed("section header table present but section count is 0")
-            if e_shstrndx == c.SHN_XINDEX:
-                e_shstrndx = section0[6]
-            if e_phnum == c.PN_XNUM:
-                e_phnum = section0[7] or c.PN_XNUM  # as readelf reads it: 0 there is no count
-            table_end = e_shoff + e_shnum * layout.shdr.size
-            if table_end > self.size:
-                raise self._malformed(
-                    f"section header table ({e_shnum} entries at offset {e_shoff})"
-                    " is past the end of the file"
-                )
-            table = self.read(e_shoff, e_shnum * layout.shdr.size)
-            sections_raw = list(layout.shdr.iter_unpack(table))
-            del table
-            if e_shstrndx >= e_shnum:
-                raise self._malformed(
-                    f"section name table index {e_shstrndx} out of range (0..{e_shnum - 1})"
-                )
-        else:
-            e_shnum = 0
-            e_shstrndx = 0
-
+        sections_raw, e_shnum, e_shstrndx, e_phnum = self._read_section_table(
+            e_shoff, e_shentsize, e_shnum, e_shstrndx, e_phnum
+        )
         if e_phnum:
             if e_phentsize != layout.phdr.size:
                 raise self._malformed(f"program header size {e_phentsize}, expected {layout.phdr.size}")
             if e_phoff == 0 or e_phoff + e_phnum * layout.phdr.size > self.size:
                 raise self._malformed(f"program header table at offset {e_phoff} is past the end of the file")
-
         self.header = ElfHeader(
-            elfclass=elfclass,
+            elfclass=layout.elfclass,
             little_endian=layout.little_endian,
-            osabi=ident[7],
+            osabi=osabi,
             e_type=e_type,
             e_machine=e_machine,
             e_entry=e_entry,
@@ -334,6 +286,58 @@ class ElfFile:
         )
         self.segments = self._parse_segments()
         self.sections = self._parse_sections(sections_raw)
+
+    def _identify(self) -> tuple[Layout, int]:
+        """The class and byte order from e_ident (NotELFError for anything else), and the OS ABI byte."""
+        if self.size == 0:
+            raise file_error(self.path, "empty file, not an ELF file", NotELFError)
+        ident = os.pread(self.fd, 16, 0)
+        if ident[:4] != c.ELFMAG:
+            if ident[:2] == b"#!":
+                raise file_error(self.path, "a script, not an ELF file", NotELFError)
+            raise file_error(self.path, "not an ELF file", NotELFError)
+        if len(ident) < 16:
+            raise self._malformed("truncated ELF identification")
+        elfclass, data = ident[4], ident[5]
+        if elfclass not in (c.ELFCLASS32, c.ELFCLASS64):
+            raise self._malformed(f"unknown ELF class {elfclass}")
+        if data not in (c.ELFDATA2LSB, c.ELFDATA2MSB):
+            raise self._malformed(f"unknown ELF byte order {data}")
+        layout = Layout(elfclass, data == c.ELFDATA2LSB)
+        if self.size < layout.ehdr.size:
+            raise self._malformed("truncated ELF header")
+        return layout, ident[7]
+
+    def _read_section_table(
+        self, e_shoff: int, e_shentsize: int, e_shnum: int, e_shstrndx: int, e_phnum: int
+    ) -> tuple[list[tuple[int, ...]], int, int, int]:
+        """The raw section headers, and (e_shnum, e_shstrndx, e_phnum) resolved through section 0 where
+        extended numbering puts them."""
+        if e_shoff == 0:
+            return [], 0, 0, e_phnum
+        shdr = self.layout.shdr
+        if e_shentsize != shdr.size:
+            raise self._malformed(f"section header size {e_shentsize}, expected {shdr.size}")
+        if e_shoff + shdr.size > self.size:
+            raise self._malformed(f"section header table at offset {e_shoff} is past the end of the file")
+        section0 = shdr.unpack(self.read(e_shoff, shdr.size))
+        # Extended numbering: the real counts live in section 0 when they do not fit the header fields.
+        if e_shnum == 0:
+            e_shnum = section0[5]
+            if e_shnum == 0:
+                raise self._malformed("section header table present but section count is 0")
+        if e_shstrndx == c.SHN_XINDEX:
+            e_shstrndx = section0[6]
+        if e_phnum == c.PN_XNUM:
+            e_phnum = section0[7] or c.PN_XNUM  # as readelf reads it: 0 there is no count
+        if e_shoff + e_shnum * shdr.size > self.size:
+            raise self._malformed(
+                f"section header table ({e_shnum} entries at offset {e_shoff}) is past the end of the file"
+            )
+        sections_raw = list(shdr.iter_unpack(self.read(e_shoff, e_shnum * shdr.size)))
+        if e_shstrndx >= e_shnum:
+            raise self._malformed(f"section name table index {e_shstrndx} out of range (0..{e_shnum - 1})")
+        return sections_raw, e_shnum, e_shstrndx, e_phnum
 
     def _parse_segments(self) -> list[Segment]:
         h, layout = self.header, self.layout
