@@ -144,10 +144,11 @@ def _run_direct(
         launch = (*prefix, _resolve_program(argv[0], cwd=cwd, env=env), *argv[1:])
     started = time.perf_counter()
     proc = _spawn(launch, argv, stdin=subprocess.DEVNULL, cwd=cwd, env=env)
-    watch = _Watch(proc, output_limit)
     pid = proc.pid
     reaped = False
+    watch: _Watch | None = None
     try:
+        watch = _Watch(proc, output_limit)
         watch.follow(pid)
         timed_out, ended = watch.wait(started + timeout)
         # The session id stays reserved while ``pid`` is an unreaped zombie, so ending the session first
@@ -160,7 +161,7 @@ def _run_direct(
     finally:
         if not reaped:
             _abandon(proc, [pid], adopt_orphans=adopt_orphans)
-        watch.close()
+        _close(watch, proc)
     return watch.completed(
         argv,
         returncode=None if timed_out else os.waitstatus_to_exitcode(status),
@@ -207,10 +208,11 @@ def _run_measured(
     finally:
         theirs.close()
     shell_pid = proc.pid
-    watch = _Watch(proc, output_limit, control=ours.detach())
     program_pid: int | None = None
     pending = [shell_pid]  # started by us and not yet reaped
+    watch: _Watch | None = None
     try:
+        watch = _Watch(proc, output_limit, control=ours.detach())
         deadline = started + timeout
         report = watch.read_pid_report(deadline)
         if report is not None:
@@ -256,7 +258,9 @@ def _run_measured(
     finally:
         if pending:
             _abandon(proc, pending, session=shell_pid, adopt_orphans=adopt_orphans)
-        watch.close()
+        if watch is None:
+            ours.close()
+        _close(watch, proc)
     result = watch.completed(
         argv,
         returncode=None if timed_out else returncode,
@@ -396,8 +400,10 @@ def _spawn(
     cwd: str | None,
     env: Mapping[str, str] | None,
 ) -> subprocess.Popen[bytes]:
-    # Under the lock, so that no run's clean-up takes this child for an orphan before it is registered.
-    with _children_lock:
+    # Under the lock, so that no run's clean-up takes this child for an orphan before it is registered;
+    # with Ctrl-C and SIGTERM held, so that no child is started without its caller knowing it.
+    held = _HeldInterrupts()
+    with held, _children_lock:
         try:
             proc = subprocess.Popen(
                 launch,
@@ -412,7 +418,54 @@ def _spawn(
         except OSError as exc:
             raise ToolFailedError(f"cannot run {argv[0]}: {exc.strerror or exc}", argv=argv) from exc
         _started.add(proc.pid)
+    if held.pending:
+        _abandon(proc, [proc.pid], adopt_orphans=False)
+        _close(None, proc)
+        held.deliver()
     return proc
+
+
+class _HeldInterrupts:
+    """Within the block, Ctrl-C and SIGTERM are noted instead of acted on (in the main thread, the only one
+    Python delivers them to); ``deliver`` then acts on them as their handlers would have."""
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _HeldInterrupts:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self._SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.pending.append(signum)
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def deliver(self) -> None:
+        for signum in self.pending:
+            handler = self._previous.get(signum)
+            if callable(handler):
+                handler(signum, None)  # raises KeyboardInterrupt (or binslim's Terminated)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
+
+
+def _close(watch: _Watch | None, proc: subprocess.Popen[bytes]) -> None:
+    if watch is not None:
+        watch.close()
+        return
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+    if proc.returncode is None:
+        proc.returncode = -signal.SIGKILL  # reaped by _abandon; keep Popen from waiting again
 
 
 class _Watch:
@@ -615,7 +668,11 @@ def _leftovers(session: int, main: int | None, adopt_orphans: bool) -> tuple[set
     if main is not None and main in table:
         roots.add(main)
     if adopt_orphans:
-        roots |= {pid for pid, (_, ppid, _, _) in table.items() if ppid == me and pid not in known}
+        # Not a child of another run in flight: one it started, or one in its session or group (the fork a
+        # measured run's dash hands over is ours before that run has read its pid).
+        roots |= {
+            pid for pid, (_, ppid, pgrp, sid) in table.items() if ppid == me and not {pid, pgrp, sid} & known
+        }
     children: dict[int, list[int]] = {}
     for pid, (_, ppid, _, _) in table.items():
         children.setdefault(ppid, []).append(pid)
@@ -655,14 +712,18 @@ def _end_leftovers(session: int, main: int | None, *, adopt_orphans: bool) -> No
 def _abandon(
     proc: subprocess.Popen[bytes], pids: Sequence[int], *, session: int | None = None, adopt_orphans: bool
 ) -> None:
-    """Clean up after an exception (Ctrl-C, SIGTERM): end the run's leftovers, reap what we started."""
-    leader = proc.pid if session is None else session
-    for pid in pids:
-        _kill(pid)
-    _end_leftovers(leader, main=None, adopt_orphans=adopt_orphans)
-    for pid in pids:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-        _unregister(pid)
-    if proc.returncode is None:
-        proc.returncode = -signal.SIGKILL
+    """Clean up after an exception (Ctrl-C, SIGTERM): end the run's leftovers, reap what we started. A
+    second Ctrl-C waits until this is done."""
+    held = _HeldInterrupts()
+    with held:
+        leader = proc.pid if session is None else session
+        for pid in pids:
+            _kill(pid)
+        _end_leftovers(leader, main=None, adopt_orphans=adopt_orphans)
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            _unregister(pid)
+        if proc.returncode is None:
+            proc.returncode = -signal.SIGKILL
+    held.deliver()

@@ -260,11 +260,14 @@ def test_measured_peak_rss_sees_the_programs_allocation(probe: str) -> None:
     assert big >= small + 60 * 1024
 
 
-def test_parallel_measured_runs_each_get_their_own_result(probe: str) -> None:
+@pytest.mark.parametrize("isolate", [False, True], ids=["tool", "isolated"])
+def test_parallel_measured_runs_each_get_their_own_result(probe: str, isolation: str, isolate: bool) -> None:
+    """Runs in several threads at once: none ends another's process (isolated runs without a namespace end
+    unknown children of ours, so a run started meanwhile must already be known)."""
     flag_before, children_before = subreaper_flag(), children_of_this_process()
 
     def one(index: int) -> tuple[int, bytes]:
-        done = run([probe, "echo", str(index % 7)], timeout=60, measure_rss=index % 2 == 0)
+        done = run([probe, "echo", str(index % 7)], timeout=60, measure_rss=index % 2 == 0, isolate=isolate)
         return done.returncode or 0, done.stdout
 
     with ThreadPoolExecutor(max_workers=8) as pool:
