@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .slim import SlimResult
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_VERIFY = 0, 1, 2, 3
-__all__ = ["EXIT_INTERRUPTED", "EXIT_TERMINATED", "INSPECT", "SLIM", "main"]
+__all__ = ["BUNDLE", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "INSPECT", "SLIM", "main"]
 
 SLIM_OPTIONS = (
     Option(["-o", "--output"], "output", "Write here instead of in place (one input).", metavar="PATH"),
@@ -216,7 +216,8 @@ SLIM = Command(
     SLIM_OPTIONS,
     [("inputs", "INPUT", "+")],
     usage="%(prog)s [OPTIONS] INPUT...",
-    epilog="binslim inspect FILE [--json] shows what makes FILE big and what each level saves.",
+    epilog="binslim inspect FILE [--json] shows what makes FILE big and what each level saves.\n"
+    "binslim bundle PROG... -o ROOT builds the smallest root filesystem in which PROG still runs.",
     version=__version__,
 )
 
@@ -240,6 +241,115 @@ INSPECT = Command(
     usage="%(prog)s [--top N] [--json] FILE",
 )
 
+BUNDLE = Command(
+    "binslim bundle",
+    "The smallest root filesystem in which each PROG (dynamically linked) still runs: its loader, its\n"
+    "libraries and the symlinks the loader looks for, every ELF file slimmed, each PROG run inside the root\n"
+    "and compared with the original before ROOT (a folder, or ROOT.tar) is written.",
+    (
+        Option(
+            ["-o", "--output"],
+            "output",
+            "The root: a new or empty folder, or a file ending in .tar.",
+            metavar="ROOT",
+            env=False,
+        ),
+        Option(
+            ["--include"],
+            "includes",
+            "An extra file or folder (its ELF dependencies too); repeatable.",
+            how=MULTIPLE,
+            metavar="PATH",
+            env=False,
+        ),
+        Option(
+            ["--with"],
+            "with_",
+            "Comma-separated: certs, tz, nss, gconv.",
+            how=MULTIPLE,
+            metavar="LIST",
+            env=False,
+        ),
+        Option(
+            ["--no-auto-dlopen"],
+            "no_auto",
+            "Do not add libgcc_s or the NSS files when the imported symbols call for them.",
+            how=FLAG,
+            default=False,
+            env=False,
+        ),
+        Option(
+            ["--library-path"],
+            "library_path",
+            "Search these folders as LD_LIBRARY_PATH would (colon-separated).",
+            metavar="DIRS",
+            env=False,
+        ),
+        Option(
+            ["--keep-section-headers"],
+            "keep_section_headers",
+            "Strip at the default level instead of cutting every ELF file to what the loader maps.",
+            how=FLAG,
+            default=False,
+            env=False,
+        ),
+        Option(["--upx"], "upx", "Pack the programs with UPX.", how=FLAG, default=False, env=False),
+        Option(
+            ["--verify"],
+            "verify",
+            "Run each PROG inside the root and compare it with the original (default on).",
+            how=FLAG,
+            default=True,
+            negation="--no-verify",
+            env=False,
+        ),
+        Option(
+            ["--verify-args"],
+            "verify_args",
+            "Arguments for the runs (default --version; '' for none).",
+            default="--version",
+            metavar="ARGS",
+            env=False,
+        ),
+        Option(
+            ["--verify-cmd"],
+            "verify_cmd",
+            "A script given the program's path (on the root side, a launcher that runs it inside the root).",
+            convert=_existing_file,
+            metavar="SCRIPT",
+            env=False,
+        ),
+        Option(
+            ["--verify-timeout"],
+            "verify_timeout",
+            "Seconds per run.",
+            convert=_positive_float,
+            default=10.0,
+            metavar="S",
+            env=False,
+        ),
+        Option(
+            ["--verify-runs"],
+            "verify_runs",
+            "Timed runs per side.",
+            convert=_int_range(1, 1000),
+            default=3,
+            metavar="N",
+            env=False,
+        ),
+        Option(
+            ["--json"],
+            "as_json",
+            "Print the JSON report on stdout, nothing else.",
+            how=FLAG,
+            default=False,
+            env=False,
+        ),
+    ),
+    [("programs", "PROG", "+")],
+    usage="%(prog)s PROG... -o ROOT [OPTIONS]",
+)
+
 # The command's options that are not slim()'s.
 _COMMAND_ONLY = ("inputs", "output", "as_json", "recursive", "jobs", "verify_args")
 
@@ -251,6 +361,9 @@ def main(args: Sequence[str] | None = None, prog_name: str | None = None) -> NoR
     argv = list(sys.argv[1:] if args is None else args)
     if argv[:1] == ["inspect"]:
         sys.exit(_inspect(argv[1:]))
+    if argv[:1] == ["bundle"]:
+        with sigterm_as_interrupt():
+            sys.exit(_bundle(argv[1:]))
     with sigterm_as_interrupt():
         try:
             values = SLIM.parse(argv)
@@ -275,6 +388,51 @@ def _inspect(argv: list[str]) -> int:
         _echo(f"error: {exc}", err=True)
         return exc.exit_code
     _echo(to_json(inspection) if values["as_json"] else format_inspection(inspection))
+    return EXIT_OK
+
+
+def _bundle(argv: list[str]) -> int:
+    import shlex
+
+    try:
+        values = BUNDLE.parse(argv)
+        if values["output"] is None:
+            raise UsageError("-o/--output ROOT is required")
+        verify_args = tuple(shlex.split(values["verify_args"]))
+    except (UsageError, ValueError) as exc:
+        BUNDLE.usage_error(str(exc))
+    from .bundle import bundle as make_bundle
+    from .bundle import render_text, to_json_bytes
+
+    with_ = tuple(word for item in values["with_"] or () for word in item.split(",") if word)
+    try:
+        result = make_bundle(
+            values["programs"],
+            values["output"],
+            includes=values["includes"] or (),
+            with_=with_,
+            auto_dlopen=not values["no_auto"],
+            library_path=tuple(d for d in (values["library_path"] or "").split(":") if d),
+            keep_section_headers=values["keep_section_headers"],
+            upx=values["upx"],
+            verify=values["verify"],
+            verify_args=verify_args,
+            verify_cmd=values["verify_cmd"],
+            verify_timeout=values["verify_timeout"],
+            verify_runs=values["verify_runs"],
+        )
+    except BinslimError as exc:
+        _echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:
+        what, code = interrupted(exc)
+        _echo(f"binslim: {what}; nothing was installed", err=True)
+        return code
+    if values["as_json"]:
+        sys.stdout.buffer.write(to_json_bytes(result) + b"\n")
+        sys.stdout.flush()
+    else:
+        _echo(render_text(result))
     return EXIT_OK
 
 

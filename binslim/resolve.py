@@ -13,8 +13,8 @@ every folder also through its glibc-hwcaps subfolders the CPU supports, best fir
 machine is skipped, as the loader skips it. $ORIGIN, $LIB and $PLATFORM are expanded in the search paths
 and in names with a slash.
 
-Not modelled: legacy hwcap subfolders (tls/, x86_64/; removed in glibc 2.37), LD_PRELOAD and /etc/ld.so.preload,
-and secure-mode (setuid) restrictions.
+Not modelled: legacy hwcap subfolders (tls/, x86_64/; removed in glibc 2.37), LD_PRELOAD and
+/etc/ld.so.preload, and secure-mode (setuid) restrictions.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ class LoadedObject:
     path: str  # the path the loader opens, as ldd prints it (symlinks not resolved)
     name: str  # the name it was asked for: the DT_NEEDED string, or the PT_INTERP path
     needed_by: tuple[str, ...]  # display names (SONAME, else file name) of the objects that need it
-    found_via: str  # "PT_INTERP", "DT_RPATH", "LD_LIBRARY_PATH", "DT_RUNPATH", "ld.so.cache", "default folder", "path"
+    # "PT_INTERP", "DT_RPATH", "LD_LIBRARY_PATH", "DT_RUNPATH", "ld.so.cache", "default folder" or "path"
+    found_via: str
     soname: str | None
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,8 +241,14 @@ def resolve(
             if dep is None:
                 mapped = _map_object(obj, main, name, config)
                 if mapped is None:
-                    where = "no such file" if "/" in name else "searched " + ", ".join(_searched(obj, main, config))
-                    raise MissingLibraryError(f"{program}: {name} (needed by {obj.display}) not found ({where})")
+                    where = (
+                        "no such file"
+                        if "/" in name
+                        else "searched " + ", ".join(_searched(obj, main, config))
+                    )
+                    raise MissingLibraryError(
+                        f"{program}: {name} (needed by {obj.display}) not found ({where})"
+                    )
                 path, info, via = mapped
                 dep = _Object(path, info, obj, os.path.dirname(path))
                 loaded.append(dep)
@@ -286,11 +293,11 @@ def _map_object(
         return None if info is None else (path, info, "path")
     for via, dirs in _search_list(loader, main, config):
         if via == "ld.so.cache":
-            path = config.cache.lookup(name, config.cache_flags, config.hwcaps) if config.cache else None
-            if path is not None:
-                info = _read_candidate(path, config)
+            cached = config.cache.lookup(name, config.cache_flags, config.hwcaps) if config.cache else None
+            if cached is not None:
+                info = _read_candidate(cached, config)
                 if info is not None:
-                    return path, info, via
+                    return cached, info, via
             continue
         for folder in dirs:
             for sub in (*(f"glibc-hwcaps/{level}" for level in config.hwcaps), ""):

@@ -1,0 +1,787 @@
+"""``binslim bundle``: the smallest root filesystem in which dynamically linked programs still run.
+
+The steps, top to bottom: resolve each program's loader closure (``resolve``), add what the loader and libc
+open at run time (``--with``, and the dlopen needs detected from imported symbols), lay every path out as the
+host has it (each symlink on the way, merged-/usr links included, so PT_INTERP and the SONAME links exist),
+slim each ELF file once, run each program inside the root and compare it with the original, and only then
+move the root (a folder, or a reproducible tar) into place.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .elf.dynamic import read_dynamic
+from .elf.kind import read_kind
+from .errors import BinslimError, NotELFError, UnsupportedError, VerificationError, file_error
+from .options import SlimOptions
+from .resolve import ProgramDeps, SearchConfig, resolve, search_config
+from .runner import Completed, Runner, run
+
+WITH_CHOICES = ("certs", "tz", "nss", "gconv")
+SCHEMA = 1
+_MAX_LINK_DEPTH = 40  # as the kernel's ELOOP limit
+_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+_ZONEINFO = "/usr/share/zoneinfo"
+# Imports that make glibc read /etc/nsswitch.conf and the passwd/group/hosts databases at run time.
+NSS_SYMBOLS = frozenset(
+    {
+        "getpwnam", "getpwnam_r", "getpwuid", "getpwuid_r", "getpwent", "getpwent_r", "getspnam",
+        "getgrnam", "getgrnam_r", "getgrgid", "getgrgid_r", "getgrent", "getgrouplist", "initgroups",
+        "getaddrinfo", "getnameinfo", "gethostbyname", "gethostbyname2", "gethostbyname_r",
+        "gethostbyname2_r", "gethostbyaddr", "gethostbyaddr_r", "getservbyname", "getservbyname_r",
+        "getservbyport", "getprotobyname", "getprotobynumber", "getpwnam@GLIBC_2.2.5",
+    }
+)  # fmt: skip
+# glibc unwinds a cancelled thread through libgcc_s, which it dlopens on first use.
+CANCEL_SYMBOLS = frozenset({"pthread_cancel", "pthread_exit"})
+ICONV_SYMBOLS = frozenset({"iconv_open"})
+_MINIMAL_FILES: dict[str, bytes] = {
+    "/etc/nsswitch.conf": b"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nservices: files\n",
+    "/etc/hosts": b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+}
+_DEFAULT_PASSWD = (
+    b"root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
+)
+_DEFAULT_GROUP = b"root:x:0:\nnogroup:x:65534:\n"
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    """One entry of the root: a file, a symlink or a generated file."""
+
+    path: str  # absolute, inside the root
+    kind: str  # "file" or "symlink"
+    source: str | None  # the host file it comes from; None for a generated file
+    link_target: str | None
+    size_before: int  # bytes on the host (0 for symlinks)
+    size_after: int  # bytes in the root
+    action: str  # "stripped", "packed", "already stripped", "copied", "generated", "link"
+    reasons: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "source": self.source,
+            "link_target": self.link_target,
+            "size": {"before": self.size_before, "after": self.size_after},
+            "action": self.action,
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class ProgramCheck:
+    """How one program behaved inside the root, compared with the original."""
+
+    program: str
+    path_in_root: str
+    method: str  # "chroot", "user namespace", "loader", or "" when not run
+    ran: bool
+    same_behaviour: bool | None
+    reason: str
+    original_ms: float | None = None  # median wall time of the original's runs
+    root_ms: float | None = None  # the same inside the root
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "program": self.program,
+            "path_in_root": self.path_in_root,
+            "method": self.method,
+            "ran": self.ran,
+            "same_behaviour": self.same_behaviour,
+            "reason": self.reason,
+            "startup_ms": None
+            if self.original_ms is None or self.root_ms is None
+            else {"original": round(self.original_ms, 3), "root": round(self.root_ms, 3)},
+        }
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    output: str
+    format: str  # "folder" or "tar"
+    programs: tuple[str, ...]
+    files: tuple[BundleFile, ...]
+    checks: tuple[ProgramCheck, ...]
+    notes: tuple[str, ...]
+    total_bytes: int  # sum of size_after: what the root's files hold
+    output_bytes: int  # the tar's size, or total_bytes for a folder
+
+    @property
+    def original_bytes(self) -> int:
+        return sum(f.size_before for f in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "output": self.output,
+            "format": self.format,
+            "programs": list(self.programs),
+            "files": [f.to_dict() for f in self.files],
+            "total_bytes": self.total_bytes,
+            "original_bytes": self.original_bytes,
+            "output_bytes": self.output_bytes,
+            "verify": [check.to_dict() for check in self.checks],
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class BundleOptions:
+    """Everything ``bundle`` takes besides the programs and the output; see ``bundle``."""
+
+    includes: Sequence[str] = ()
+    with_: Sequence[str] = ()
+    auto_dlopen: bool = True
+    library_path: Sequence[str] = ()
+    keep_section_headers: bool = False
+    upx: bool = False
+    verify: bool = True
+    verify_args: Sequence[str] = ("--version",)
+    verify_cmd: str | None = None
+    verify_timeout: float = 10.0
+    verify_runs: int = 3
+    verify_env: Mapping[str, str] | None = None
+    source_date_epoch: int | None = None
+    runner: Runner = field(default=run)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.with_) - set(WITH_CHOICES))
+        if unknown:
+            raise BinslimError(f"--with: unknown {', '.join(unknown)} (choose from {','.join(WITH_CHOICES)})")
+
+
+def bundle(
+    programs: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    includes: Sequence[str | os.PathLike[str]] = (),
+    with_: Sequence[str] = (),
+    auto_dlopen: bool = True,
+    library_path: Sequence[str] = (),
+    keep_section_headers: bool = False,
+    upx: bool = False,
+    verify: bool = True,
+    verify_args: Sequence[str] = ("--version",),
+    verify_cmd: str | None = None,
+    verify_timeout: float = 10.0,
+    verify_runs: int = 3,
+    verify_env: Mapping[str, str] | None = None,
+    source_date_epoch: int | None = None,
+    runner: Runner = run,
+) -> BundleResult:
+    """Build the root for ``programs`` at ``output`` (a folder that must not exist or be empty, or a file
+    ending in ``.tar``). ``includes``: extra files or folders, their ELF dependencies resolved too.
+    ``with_``: any of certs, tz, nss, gconv. ``auto_dlopen``: add libgcc_s and the NSS files when the
+    imported symbols say glibc will dlopen or read them. ``library_path``: LD_LIBRARY_PATH for the
+    resolution. Every ELF file is cut to what the loader maps (binslim's --strip-section-headers level,
+    libraries included: nothing links against a runtime root) unless ``keep_section_headers``, which
+    strips at the default level. ``upx``: pack the executables. ``verify``: run each program in the root with
+    ``verify_args`` (or ``verify_cmd SCRIPT``, given a launcher for each side) and compare it with the
+    original; a difference raises VerificationError (exit code 3) and nothing is installed.
+    ``source_date_epoch``: the time of every tar entry (default: $SOURCE_DATE_EPOCH, else 0)."""
+    if source_date_epoch is None and os.environ.get("SOURCE_DATE_EPOCH", "").strip():
+        try:
+            source_date_epoch = int(os.environ["SOURCE_DATE_EPOCH"])
+        except ValueError:
+            raise BinslimError(
+                f"SOURCE_DATE_EPOCH={os.environ['SOURCE_DATE_EPOCH']!r} is not an integer"
+            ) from None
+    options = BundleOptions(
+        includes=tuple(os.fspath(p) for p in includes),
+        with_=tuple(with_),
+        auto_dlopen=auto_dlopen,
+        library_path=tuple(library_path),
+        keep_section_headers=keep_section_headers,
+        upx=upx,
+        verify=verify,
+        verify_args=tuple(verify_args),
+        verify_cmd=verify_cmd,
+        verify_timeout=verify_timeout,
+        verify_runs=verify_runs,
+        verify_env=verify_env,
+        source_date_epoch=source_date_epoch,
+        runner=runner,
+    )
+    return bundle_with([os.fspath(p) for p in programs], os.fspath(output), options)
+
+
+def bundle_with(programs: Sequence[str], output: str, options: BundleOptions) -> BundleResult:
+    if not programs:
+        raise BinslimError("bundle: name at least one program")
+    as_tar = output.endswith(".tar")
+    output = os.path.abspath(output)
+    _check_target(output, as_tar)
+    plan = _Plan()
+    notes: list[str] = []
+    deps = [_resolve_program(p, options) for p in programs]
+    for program, program_deps in zip(programs, deps):
+        plan.add_path(os.path.abspath(program), f"program {os.path.basename(program)}", executable=True)
+        for obj in program_deps.objects:
+            reason = (
+                "interpreter (PT_INTERP)" if obj.found_via == "PT_INTERP" else _needed_reason(obj.needed_by)
+            )
+            plan.add_path(obj.path, reason)
+    interpreter = next((d.interpreter for d in deps if d.interpreter), None)
+    config = _config_for(programs[0], options)
+    for include in options.includes:
+        _add_include(plan, include, interpreter, config, options)
+    _add_runtime_needs(plan, deps, interpreter, config, options, notes)
+
+    parent = os.path.dirname(output)
+    stage = tempfile.mkdtemp(prefix=".binslim-bundle-", dir=parent)
+    try:
+        root = os.path.join(stage, "root")
+        os.mkdir(root, 0o755)
+        files = _materialize(plan, root, options)
+        checks: list[ProgramCheck] = []
+        if options.verify:
+            for program in programs:
+                check = _verify_in_root(program, root, options)
+                checks.append(check)
+                if check.same_behaviour is False:
+                    raise VerificationError(
+                        f"{program}: does not behave inside the root as on the host: {check.reason}; nothing"
+                        " was installed"
+                    )
+        total = sum(f.size_after for f in files)
+        if as_tar:
+            tar_temp = os.path.join(stage, "root.tar")
+            _write_tar(root, tar_temp, options.source_date_epoch or 0)
+            output_bytes = os.path.getsize(tar_temp)
+            os.replace(tar_temp, output)
+        else:
+            if options.source_date_epoch is not None:
+                _set_times(root, options.source_date_epoch)
+            if os.path.isdir(output):
+                os.rmdir(output)  # empty, as _check_target made sure
+            os.rename(root, output)
+            output_bytes = total
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return BundleResult(
+        output=output,
+        format="tar" if as_tar else "folder",
+        programs=tuple(programs),
+        files=tuple(files),
+        checks=tuple(checks),
+        notes=tuple(notes),
+        total_bytes=total,
+        output_bytes=output_bytes,
+    )
+
+
+# --- what goes in ------------------------------------------------------------------------------------------
+
+
+class _Entry:
+    def __init__(self, kind: str, source: str | None, link_target: str | None = None) -> None:
+        self.kind = kind  # "dir", "file", "symlink", "generated"
+        self.source = source
+        self.link_target = link_target
+        self.reasons: list[str] = []
+        self.executable = False
+        self.content: bytes | None = None
+
+
+class _Plan:
+    """Root paths → what they are, as on the host."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, _Entry] = {}
+
+    def _entry(self, path: str, entry: _Entry, reason: str) -> _Entry:
+        existing = self.entries.setdefault(path, entry)
+        if reason and reason not in existing.reasons and existing.kind != "dir":
+            existing.reasons.append(reason)
+        return existing
+
+    def add_path(self, path: str, reason: str, *, executable: bool = False, depth: int = 0) -> str:
+        """Add ``path`` as the host resolves it: every symlink on the way and the file at the end. Returns
+        the real path of the file."""
+        if depth > _MAX_LINK_DEPTH:
+            raise file_error(path, "too many levels of symbolic links")
+        parts = [p for p in os.path.normpath(path).split("/") if p]
+        current = "/"
+        for index, part in enumerate(parts):
+            host = os.path.join(current, part)
+            try:
+                st = os.lstat(host)
+            except FileNotFoundError:
+                raise file_error(host, "no such file") from None
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(host)
+                last = index == len(parts) - 1
+                # A folder link (merged /usr: /lib -> usr/lib) serves every path below it: say so once.
+                self._entry(
+                    host,
+                    _Entry("symlink", host, target),
+                    reason if last else "folder link on the loader's paths",
+                )
+                resolved = os.path.normpath(os.path.join(current, target))
+                return self.add_path(
+                    os.path.join(resolved, *parts[index + 1 :]),
+                    reason,
+                    executable=executable,
+                    depth=depth + 1,
+                )
+            if index < len(parts) - 1:
+                if not stat.S_ISDIR(st.st_mode):
+                    raise file_error(host, "not a folder")
+                self.entries.setdefault(host, _Entry("dir", None))
+                current = host
+            elif stat.S_ISREG(st.st_mode):
+                entry = self._entry(host, _Entry("file", host), reason)
+                entry.executable = entry.executable or executable
+            elif stat.S_ISDIR(st.st_mode):
+                self.entries.setdefault(host, _Entry("dir", None))
+            else:
+                raise file_error(host, "not a regular file, folder or symlink")
+        return os.path.join("/", *parts)
+
+    def add_tree(self, folder: str, reason: str) -> list[str]:
+        """Add ``folder`` and everything under it (symlinks stay symlinks, never followed). Returns the
+        regular files added."""
+        real = self.add_path(folder, reason)
+        added: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(real):
+            dirnames.sort()
+            for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+                path = os.path.join(dirpath, name)
+                if os.path.islink(path):
+                    self._entry(path, _Entry("symlink", path, os.readlink(path)), reason)
+                elif os.path.isfile(path):
+                    self._entry(path, _Entry("file", path), reason)
+                    added.append(path)
+            for name in dirnames:
+                if not os.path.islink(os.path.join(dirpath, name)):
+                    self.entries.setdefault(os.path.join(dirpath, name), _Entry("dir", None))
+        return added
+
+    def add_generated(self, path: str, content: bytes, reason: str) -> None:
+        parent = os.path.dirname(path)
+        if os.path.isdir(parent):
+            self.add_path(parent, "")
+        entry = self._entry(path, _Entry("generated", None), reason)
+        entry.content = content
+
+
+def _check_target(output: str, as_tar: bool) -> None:
+    parent = os.path.dirname(output)
+    if not os.path.isdir(parent):
+        raise file_error(output, "its folder does not exist")
+    if as_tar:
+        if os.path.isdir(output):
+            raise file_error(output, "is a folder; a .tar output must be a file")
+        return
+    if os.path.lexists(output) and not (os.path.isdir(output) and not os.listdir(output)):
+        raise file_error(output, "exists and is not an empty folder: remove it or choose another -o")
+
+
+def _config_for(program: str, options: BundleOptions) -> SearchConfig:
+    kind = read_kind(program)
+    return search_config(kind.e_machine, kind.is64, e_flags=kind.e_flags, library_path=options.library_path)
+
+
+def _resolve_program(program: str, options: BundleOptions) -> ProgramDeps:
+    kind = read_kind(program)
+    if not kind.is_executable:
+        raise file_error(
+            program, f"is a {kind.description}, not a program (add it with --include)", UnsupportedError
+        )
+    config = search_config(kind.e_machine, kind.is64, e_flags=kind.e_flags, library_path=options.library_path)
+    return resolve(program, config)
+
+
+def _needed_reason(needed_by: Sequence[str]) -> str:
+    return "needed by " + ", ".join(needed_by)
+
+
+def _add_include(
+    plan: _Plan, include: str, interpreter: str | None, config: SearchConfig, options: BundleOptions
+) -> None:
+    if not os.path.lexists(include):
+        raise file_error(include, "no such file (--include)")
+    reason = f"--include {include}"
+    if os.path.isdir(include) and not os.path.islink(include):
+        files = plan.add_tree(include, reason)
+    else:
+        files = [plan.add_path(os.path.abspath(include), reason)]
+    for path in files:
+        _add_elf_deps(plan, path, interpreter, config)
+
+
+def _add_elf_deps(plan: _Plan, path: str, interpreter: str | None, config: SearchConfig) -> None:
+    try:
+        info = read_dynamic(path)
+    except NotELFError:
+        return
+    if not info.dynamic or info.e_machine != config.e_machine or info.is64 != config.is64:
+        return
+    for obj in resolve(path, config, interpreter=interpreter).objects:
+        reason = "interpreter (PT_INTERP)" if obj.found_via == "PT_INTERP" else _needed_reason(obj.needed_by)
+        plan.add_path(obj.path, reason)
+
+
+def _add_runtime_needs(
+    plan: _Plan,
+    deps: Sequence[ProgramDeps],
+    interpreter: str | None,
+    config: SearchConfig,
+    options: BundleOptions,
+    notes: list[str],
+) -> None:
+    wanted = set(options.with_)
+    for program_deps in deps:
+        name = os.path.basename(program_deps.program)
+        nss = sorted(program_deps.imported & NSS_SYMBOLS)
+        if nss and "nss" not in wanted:
+            if options.auto_dlopen:
+                wanted.add("nss")
+                notes.append(f"{name} imports {nss[0]}: added the NSS files (as --with nss)")
+            else:
+                notes.append(f"{name} imports {nss[0]}: NSS files not added (--no-auto-dlopen)")
+        cancel = sorted(program_deps.imported & CANCEL_SYMBOLS)
+        if cancel and not any(o.soname == "libgcc_s.so.1" for o in program_deps.objects):
+            libgcc = (
+                config.cache.lookup("libgcc_s.so.1", config.cache_flags, config.hwcaps)
+                if config.cache
+                else None
+            )
+            if libgcc is None:
+                libgcc = next(
+                    (
+                        os.path.join(d, "libgcc_s.so.1")
+                        for d in config.default_dirs
+                        if os.path.exists(os.path.join(d, "libgcc_s.so.1"))
+                    ),
+                    None,
+                )
+            if not options.auto_dlopen:
+                notes.append(f"{name} imports {cancel[0]}: libgcc_s.so.1 not added (--no-auto-dlopen)")
+            elif libgcc is None:
+                notes.append(
+                    f"{name} imports {cancel[0]}: glibc dlopens libgcc_s.so.1 then, but none is installed"
+                )
+            else:
+                plan.add_path(
+                    libgcc, f"dlopen'ed by glibc to unwind cancelled threads ({name} imports {cancel[0]})"
+                )
+                _add_elf_deps(plan, libgcc, interpreter, config)
+        if program_deps.imported & ICONV_SYMBOLS and "gconv" not in wanted:
+            notes.append(
+                f"{name} imports iconv_open: without --with gconv only glibc's built-in conversions"
+                " (UTF-8, ASCII, UCS-2/4, UTF-16/32, ISO-8859-1) work"
+            )
+    libc = next((o.path for d in deps for o in d.objects if o.soname == "libc.so.6"), None)
+    for choice in WITH_CHOICES:
+        if choice in wanted:
+            _add_with(plan, choice, libc, interpreter, config, notes)
+
+
+def _add_with(
+    plan: _Plan,
+    choice: str,
+    libc: str | None,
+    interpreter: str | None,
+    config: SearchConfig,
+    notes: list[str],
+) -> None:
+    reason = f"--with {choice}"
+    if choice == "certs":
+        bundle_path = next((p for p in _CA_BUNDLES if os.path.exists(p)), None)
+        if bundle_path is None:
+            raise BinslimError("--with certs: no CA bundle here (install Debian's ca-certificates)")
+        plan.add_path(bundle_path, reason)
+    elif choice == "tz":
+        if not os.path.isdir(_ZONEINFO):
+            raise BinslimError(f"--with tz: no {_ZONEINFO} here (install Debian's tzdata)")
+        plan.add_tree(_ZONEINFO, reason)
+        if os.path.lexists("/etc/localtime"):
+            plan.add_path("/etc/localtime", reason)
+    elif choice == "nss":
+        for path, content in _MINIMAL_FILES.items():
+            plan.add_generated(path, content, f"{reason} (minimal)")
+        plan.add_generated(
+            "/etc/passwd",
+            _minimal_db("/etc/passwd", ("root", "nobody"), _DEFAULT_PASSWD),
+            f"{reason} (root and nobody)",
+        )
+        plan.add_generated(
+            "/etc/group",
+            _minimal_db("/etc/group", ("root", "nogroup"), _DEFAULT_GROUP),
+            f"{reason} (root and nogroup)",
+        )
+        if libc is not None and not _libc_has_builtin_nss(libc):
+            # Before glibc 2.34 the files and dns services were modules that libc dlopens.
+            for module in ("libnss_files.so.2", "libnss_dns.so.2"):
+                found = config.cache.lookup(module, config.cache_flags) if config.cache else None
+                if found:
+                    plan.add_path(found, reason)
+                    _add_elf_deps(plan, found, interpreter, config)
+    elif choice == "gconv":
+        if libc is None:
+            notes.append("--with gconv: no glibc among the libraries; nothing added")
+            return
+        gconv = os.path.join(os.path.dirname(os.path.realpath(libc)), "gconv")
+        if not os.path.isdir(gconv):
+            raise BinslimError(f"--with gconv: no {gconv} here (install Debian's libc6)")
+        for path in plan.add_tree(gconv, reason):
+            _add_elf_deps(plan, path, interpreter, config)
+
+
+def _minimal_db(path: str, names: Iterable[str], default: bytes) -> bytes:
+    """The host's lines for ``names`` from ``path`` (else ``default``)."""
+    try:
+        with open(path, "rb") as handle:
+            lines = [
+                line
+                for line in handle.read().splitlines(keepends=True)
+                if line.split(b":", 1)[0].decode(errors="replace") in names
+            ]
+    except OSError:
+        return default
+    return b"".join(lines) if lines else default
+
+
+def _libc_has_builtin_nss(libc: str) -> bool:
+    with open(libc, "rb") as handle:
+        return b"_nss_files_getpwnam_r" in handle.read()
+
+
+# --- laying it out -----------------------------------------------------------------------------------------
+
+
+def _materialize(plan: _Plan, root: str, options: BundleOptions) -> list[BundleFile]:
+    from .slim import slim_with
+
+    files: list[BundleFile] = []
+    for path in sorted(plan.entries):
+        entry = plan.entries[path]
+        inside = os.path.join(root, path.lstrip("/"))
+        os.makedirs(os.path.dirname(inside), 0o755, exist_ok=True)
+        if entry.kind == "dir":
+            os.makedirs(inside, 0o755, exist_ok=True)
+            continue
+        reasons = tuple(entry.reasons) or ("on the path to another entry",)
+        if entry.kind == "symlink":
+            assert entry.link_target is not None
+            os.symlink(entry.link_target, inside)
+            files.append(BundleFile(path, "symlink", entry.source, entry.link_target, 0, 0, "link", reasons))
+            continue
+        if entry.kind == "generated":
+            assert entry.content is not None
+            with open(inside, "wb") as handle:
+                handle.write(entry.content)
+            os.chmod(inside, 0o644)
+            size = len(entry.content)
+            files.append(BundleFile(path, "file", None, None, 0, size, "generated", reasons))
+            continue
+        assert entry.source is not None
+        before = os.path.getsize(entry.source)
+        action = "copied"
+        if _is_elf(entry.source):
+            packing = options.upx and entry.executable
+            level = "all" if options.keep_section_headers else "sections"
+            slim_options = SlimOptions(
+                level=level, force=True, verify=False, upx=packing, runner=options.runner
+            )
+            result = slim_with(entry.source, inside, slim_options)
+            action = (
+                "packed"
+                if result.packed_size is not None
+                else ("stripped" if result.stripped_size < before else "already stripped")
+            )
+        else:
+            shutil.copyfile(entry.source, inside)
+            os.chmod(inside, stat.S_IMODE(os.stat(entry.source).st_mode))
+        files.append(
+            BundleFile(path, "file", entry.source, None, before, os.path.getsize(inside), action, reasons)
+        )
+    return files
+
+
+def _is_elf(path: str) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"\x7fELF"
+
+
+def _write_tar(root: str, target: str, mtime: int) -> None:
+    """A tar of ``root`` whose bytes depend only on its contents: sorted entries, owner 0:0 without names,
+    every time ``mtime``."""
+    paths: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in dirnames + filenames:
+            paths.append(os.path.join(dirpath, name))
+    with open(target, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for path in sorted(paths, key=lambda p: os.path.relpath(p, root)):
+            info = tar.gettarinfo(path, arcname=os.path.relpath(path, root))
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = mtime
+            info.mode = stat.S_IMODE(os.lstat(path).st_mode)
+            if info.isreg():
+                with open(path, "rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                tar.addfile(info)
+
+
+def _set_times(root: str, mtime: int) -> None:
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames + dirnames:
+            os.utime(os.path.join(dirpath, name), (mtime, mtime), follow_symlinks=False)
+    os.utime(root, (mtime, mtime))
+
+
+# --- running inside the root -------------------------------------------------------------------------------
+
+
+def _verify_in_root(program: str, root: str, options: BundleOptions) -> ProgramCheck:
+    from .verification.compare import describe_same, difference
+
+    # The program's path as given works inside the root too: every symlink on the way was copied.
+    in_root = os.path.abspath(program)
+    method, launcher = _launcher(root, in_root)
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C", "HOME": "/", **(options.verify_env or {})}
+    with tempfile.TemporaryDirectory(prefix="binslim-bundle-run-") as scratch:
+        original_cmd = [os.path.abspath(program), *options.verify_args]
+        root_cmd = [*launcher, *options.verify_args]
+        if options.verify_cmd is not None:
+            wrapper = _wrapper_script(scratch, launcher)
+            original_cmd = [os.path.abspath(options.verify_cmd), os.path.abspath(program)]
+            root_cmd = [os.path.abspath(options.verify_cmd), wrapper]
+
+        def once(argv: list[str]) -> Completed:
+            return options.runner(argv, timeout=options.verify_timeout, cwd=scratch, env=env, isolate=True)
+
+        try:
+            before = once(original_cmd)
+        except BinslimError as exc:
+            return ProgramCheck(program, in_root, method, False, None, f"the original cannot be run: {exc}")
+        after = once(root_cmd)
+        differs = difference(before, after, options.verify_timeout, ("original", "root"))
+        if differs is not None:
+            return ProgramCheck(program, in_root, method, True, False, differs)
+        reason = describe_same(before)
+        if before.returncode == 127 and b"error while loading shared libraries" in before.stderr:
+            return ProgramCheck(
+                program, in_root, method, False, None, "the original cannot load its libraries here"
+            )
+        original_ms = [before.seconds * 1000.0]
+        root_ms = [after.seconds * 1000.0]
+        for _ in range(max(0, options.verify_runs - 1)):
+            original_ms.append(once(original_cmd).seconds * 1000.0)
+            root_ms.append(once(root_cmd).seconds * 1000.0)
+    return ProgramCheck(program, in_root, method, True, True, reason, _median(original_ms), _median(root_ms))
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _launcher(root: str, in_root: str) -> tuple[str, list[str]]:
+    """How to run ``in_root`` with ``root`` as its whole filesystem: chroot as root, else a user namespace,
+    else the root's own loader told to look only inside it."""
+    if os.geteuid() == 0 and shutil.which("chroot"):
+        return "chroot", [shutil.which("chroot") or "chroot", root, in_root]
+    unshare = shutil.which("unshare")
+    if unshare and _userns_works(unshare):
+        return "user namespace", [unshare, "--map-root-user", f"--root={root}", in_root]
+    interp = read_dynamic(os.path.join(root, in_root.lstrip("/"))).interpreter
+    if interp is None:
+        return "direct", [os.path.join(root, in_root.lstrip("/"))]
+    dirs = sorted({os.path.dirname(os.path.join(root, p.lstrip("/"))) for p in _libraries_in(root)})
+    return "loader", [
+        os.path.join(root, interp.lstrip("/")),
+        "--inhibit-cache",
+        "--library-path",
+        ":".join(dirs),
+        os.path.join(root, in_root.lstrip("/")),
+    ]
+
+
+def _libraries_in(root: str) -> list[str]:
+    found = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            if ".so" in name:
+                found.append(os.path.relpath(os.path.join(dirpath, name), root))
+    return found
+
+
+def _userns_works(unshare: str) -> bool:
+    try:
+        return run([unshare, "--map-root-user", "true"], timeout=10.0).returncode == 0
+    except BinslimError:
+        return False
+
+
+def _wrapper_script(folder: str, launcher: Sequence[str]) -> str:
+    """A launcher a --verify-cmd script can run like the program: it runs it inside the root."""
+    import shlex
+
+    path = os.path.join(folder, "in-root")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("#!/bin/sh\nexec " + " ".join(shlex.quote(part) for part in launcher) + ' "$@"\n')
+    os.chmod(path, 0o755)
+    return path
+
+
+# --- the report --------------------------------------------------------------------------------------------
+
+
+def render_text(result: BundleResult) -> str:
+    lines = [
+        f"{result.output}: root for {', '.join(map(os.path.basename, result.programs))} ({result.format})"
+    ]
+    for f in result.files:
+        why = "; ".join(f.reasons)
+        if f.kind == "symlink":
+            lines.append(f"  {f.path} -> {f.link_target}  ({why})")
+        elif f.action == "generated":
+            lines.append(f"  {f.path}  {f.size_after:,} B, generated  ({why})")
+        else:
+            lines.append(f"  {f.path}  {f.size_before:,} B -> {f.size_after:,} B, {f.action}  ({why})")
+    lines.append(
+        f"total {result.total_bytes:,} B in {sum(1 for f in result.files if f.kind == 'file')} files"
+        f" (from {result.original_bytes:,} B on the host)"
+        + (f"; tar {result.output_bytes:,} B" if result.format == "tar" else "")
+    )
+    for check in result.checks:
+        state = "same" if check.same_behaviour else ("not run" if not check.ran else "DIFFERENT")
+        timing = ""
+        if check.original_ms is not None and check.root_ms is not None:
+            timing = f"; startup {check.original_ms:.2f} ms on the host, {check.root_ms:.2f} ms in the root"
+        lines.append(
+            f"verify {os.path.basename(check.program)} ({check.method}): {state}: {check.reason}{timing}"
+        )
+    lines.extend(f"note: {note}" for note in result.notes)
+    return "\n".join(lines)
+
+
+def to_json_bytes(result: BundleResult) -> bytes:
+    import json
+
+    buffer = io.StringIO()
+    json.dump({**result.to_dict(), "binslim": _version()}, buffer, indent=2, sort_keys=False)
+    return buffer.getvalue().encode()
+
+
+def _version() -> str:
+    from ._version import __version__
+
+    return __version__
