@@ -1,11 +1,12 @@
 """glibc's /etc/ld.so.cache, read as the dynamic loader reads it (glibc elf/dl-cache.c, written by ldconfig's
 elf/cache.c).
 
-Two formats exist. The new one ("glibc-ld.so.cache" "1.1") is all that ldconfig writes since glibc 2.32;
-before that it usually followed an old-format ("ld.so-1.7.0") table in the same file, aligned to 8 bytes.
-Entries are sorted by name, and each carries flags (library kind and ABI), a path and a hwcap word. Since glibc 2.33 a
-hwcap word whose upper half is DL_CACHE_HWCAP_EXTENSION names a glibc-hwcaps subfolder (x86-64-v3...) from
-the extension section, and the loader prefers the best one the CPU supports over the plain entry.
+Two formats exist. The new one ("glibc-ld.so.cache" "1.1") is all that ldconfig writes since glibc
+2.32; before that it usually followed an old-format ("ld.so-1.7.0") table in the same file, aligned to 8
+bytes. Entries are sorted by name, and each carries flags (library kind and ABI), a path and a hwcap word.
+Since glibc 2.33 a hwcap word whose upper half is DL_CACHE_HWCAP_EXTENSION names a glibc-hwcaps subfolder
+(x86-64-v3...) from the extension section, and the loader prefers the best one the CPU supports over the
+plain entry.
 """
 
 from __future__ import annotations
