@@ -223,6 +223,8 @@ ensure_python
 # --- test toolchain ------------------------------------------------------------------------------------
 if [ "$want_test" -eq 1 ]; then
     apt_install gcc g++ libc6-dev musl-tools qemu-user elfutils gdb binutils llvm time patchelf
+    # binslim bundle: real Debian programs to bundle (jq, sqlite3) and lddtree (pax-utils) to compare with.
+    apt_install jq sqlite3 pax-utils
     apt_install -t "$backports" golang-1.23-go
     # The Docker recipe tests (tests/docker_engine.py) start this dockerd themselves and build their base
     # images with debootstrap. Installing docker.io must not start a daemon: policy-rc.d says no while it runs.
