@@ -23,6 +23,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .bundler import BundleFile, BundleResult, ProgramCheck, bundle
     from .slim import SlimResult, slim
     from .strip import RemovedSection, StripResult, strip
     from .tree import TreeResult, TreeSummary, slim_tree
@@ -31,8 +32,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BinslimError",
+    "BundleFile",
+    "BundleResult",
     "MalformedELFError",
     "NotELFError",
+    "ProgramCheck",
     "RemovedSection",
     "SlimResult",
     "StripResult",
@@ -46,6 +50,7 @@ __all__ = [
     "VerificationError",
     "VerifyResult",
     "__version__",
+    "bundle",
     "compress",
     "slim",
     "slim_tree",
@@ -69,6 +74,10 @@ _LAZY = {
     "verify": "verifier",
     "VerifyResult": "verifier",
     "Timing": "verifier",
+    "bundle": "bundler",
+    "BundleResult": "bundler",
+    "BundleFile": "bundler",
+    "ProgramCheck": "bundler",
 }
 
 

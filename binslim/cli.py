@@ -401,8 +401,8 @@ def _bundle(argv: list[str]) -> int:
         verify_args = tuple(shlex.split(values["verify_args"]))
     except (UsageError, ValueError) as exc:
         BUNDLE.usage_error(str(exc))
-    from .bundle import bundle as make_bundle
-    from .bundle import render_text, to_json_bytes
+    from .bundler import bundle as make_bundle
+    from .bundler import render_text, to_json_bytes
 
     with_ = tuple(word for item in values["with_"] or () for word in item.split(",") if word)
     try:

@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("binslim.stripplan", "binslim.sstrip", "binslim.debuginfo", "binslim.strip"),
     ("binslim.upx", "binslim.goinfo", "binslim._lief_symbols"),
     ("binslim.slim",),
-    ("binslim.tree", "binslim.report", "binslim.report_schema", "binslim.progress", "binslim.bundle"),
+    ("binslim.tree", "binslim.report", "binslim.report_schema", "binslim.progress", "binslim.bundler"),
     ("binslim.inspect",),
     ("binslim.cliargs", "binslim.cli"),
     ("binslim", "binslim.__main__"),

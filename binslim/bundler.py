@@ -649,10 +649,22 @@ def _set_times(root: str, mtime: int) -> None:
 
 
 def _verify_in_root(program: str, root: str, options: BundleOptions) -> ProgramCheck:
-    from .verification.compare import describe_same, difference
-
     # The program's path as given works inside the root too: every symlink on the way was copied.
     in_root = os.path.abspath(program)
+    proc = os.path.join(root, "proc")
+    made_proc = not os.path.lexists(proc)
+    if made_proc:
+        os.mkdir(proc, 0o555)  # the mount point, only while the runs last
+    try:
+        return _compare_in_root(program, root, in_root, options)
+    finally:
+        if made_proc:
+            os.rmdir(proc)
+
+
+def _compare_in_root(program: str, root: str, in_root: str, options: BundleOptions) -> ProgramCheck:
+    from .verification.compare import describe_same, difference
+
     method, launcher = _launcher(root, in_root)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C", "HOME": "/", **(options.verify_env or {})}
     with tempfile.TemporaryDirectory(prefix="binslim-bundle-run-") as scratch:
@@ -695,12 +707,20 @@ def _median(values: Sequence[float]) -> float:
 
 def _launcher(root: str, in_root: str) -> tuple[str, list[str]]:
     """How to run ``in_root`` with ``root`` as its whole filesystem: chroot as root, else a user namespace,
-    else the root's own loader told to look only inside it."""
-    if os.geteuid() == 0 and shutil.which("chroot"):
-        return "chroot", [shutil.which("chroot") or "chroot", root, in_root]
+    else the root's own loader told to look only inside it.
+
+    Container engines mount /proc, and glibc needs it: the loader finds the program's $ORIGIN through
+    /proc/self/exe. So the chroot is unshare's (its own mount and PID namespaces, proc mounted on the root's
+    /proc, all gone when the run ends); plain chroot(8) only where there is no unshare."""
     unshare = shutil.which("unshare")
+    isolated = ["--mount", "--pid", "--fork", "--mount-proc", f"--root={root}", in_root]
+    if os.geteuid() == 0:
+        if unshare:
+            return "chroot", [unshare, *isolated]
+        if shutil.which("chroot"):
+            return "chroot", [shutil.which("chroot") or "chroot", root, in_root]
     if unshare and _userns_works(unshare):
-        return "user namespace", [unshare, "--map-root-user", f"--root={root}", in_root]
+        return "user namespace", [unshare, "--map-root-user", *isolated]
     interp = read_dynamic(os.path.join(root, in_root.lstrip("/"))).interpreter
     if interp is None:
         return "direct", [os.path.join(root, in_root.lstrip("/"))]

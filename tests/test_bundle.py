@@ -1,0 +1,315 @@
+"""``binslim bundle``: the root holds what the loader maps, laid out as the host has it, every ELF file
+slimmed once; each program runs inside it (chroot here: the tests run as root in CI) like the original;
+a program that does not is exit 3 with nothing installed; the tar is reproducible."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import binslim
+from binslim.bundler import BundleResult, bundle
+from binslim.errors import BinslimError, VerificationError
+from binslim.resolve import resolve
+from testdata.build import Fixture
+from tests.docker_engine import DockerEngine
+from tests.helpers import IN_CI, REPO_ROOT, require_tool, run_binslim
+
+C_SOURCES = REPO_ROOT / "testdata" / "c"
+
+
+@pytest.fixture(autouse=True)
+def _as_root() -> None:
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("the bundle tests run programs under chroot, which needs root (CI runs as root)")
+        pytest.skip("the bundle tests run programs under chroot, which needs root")
+
+
+@pytest.fixture(scope="module")
+def c_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """getpw and iconv from testdata/c: programs that need files glibc opens at run time."""
+    gcc = require_tool("gcc")
+    out = tmp_path_factory.mktemp("cprog")
+    built = {}
+    for name in ("getpw", "iconv"):
+        subprocess.run(
+            [gcc, "-O1", "-o", str(out / name), str(C_SOURCES / f"{name}.c")], check=True, timeout=120
+        )
+        built[name] = str(out / name)
+    return built
+
+
+def chroot_run(root: Path | str, *argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv`` with ``root`` as its whole filesystem and /proc mounted, as a container engine runs it
+    (the loader reads /proc/self/exe for the program's $ORIGIN)."""
+    proc = Path(root) / "proc"
+    proc.mkdir()
+    try:
+        return subprocess.run(
+            [require_tool("unshare"), "--mount", "--pid", "--fork", "--mount-proc", f"--root={root}", *argv],
+            input=stdin,
+            capture_output=True,
+            timeout=60,
+            env={"PATH": "/usr/bin:/bin", "LANG": "C"},
+            check=False,
+        )
+    finally:
+        proc.rmdir()
+
+
+def host_run(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        list(argv), input=stdin, capture_output=True, timeout=60, env={"PATH": "/usr/bin:/bin", "LANG": "C"}
+    )
+
+
+def regular_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            st = os.lstat(os.path.join(dirpath, name))
+            if not os.path.islink(os.path.join(dirpath, name)):
+                total += st.st_size
+    return total
+
+
+def leftovers(folder: Path) -> list[str]:
+    return [name for name in os.listdir(folder) if name.startswith(".binslim-bundle-")]
+
+
+def test_jq_and_sqlite3_run_under_chroot_like_the_originals(tmp_path: Path) -> None:
+    jq, sqlite3 = require_tool("jq"), require_tool("sqlite3")
+    root = tmp_path / "root"
+    result = bundle([jq, sqlite3], root)
+    assert [c.same_behaviour for c in result.checks] == [True, True]
+    assert {c.method for c in result.checks} == {"chroot"}
+    document = b'{"users": [{"name": "ada", "age": 36}, {"name": "alan", "age": 41}]}'
+    query = ["-c", "[.users[] | select(.age > 40) | .name]"]
+    assert chroot_run(root, jq, *query, stdin=document).stdout == host_run(jq, *query, stdin=document).stdout
+    sql = b"create table t(x); insert into t values (1),(2),(3); select sum(x), group_concat(x) from t;"
+    inside = chroot_run(root, sqlite3, ":memory:", stdin=sql)
+    assert inside.returncode == 0, inside.stderr
+    assert inside.stdout == host_run(sqlite3, ":memory:", stdin=sql).stdout == b"6|1,2,3\n"
+    # The loader's view is intact: PT_INTERP, and each SONAME the libraries are asked for by.
+    for obj in resolve(jq).objects + resolve(sqlite3).objects:
+        assert os.path.exists(os.path.join(root, obj.path.lstrip("/"))), obj.path
+    by_path = {f.path: f for f in result.files}
+    libc = by_path[os.path.realpath("/lib/x86_64-linux-gnu/libc.so.6")]
+    assert libc.size_after < libc.size_before and libc.action == "stripped"
+    assert any(r.startswith("needed by ") and "jq" in r for r in libc.reasons)
+    assert any(r.startswith("needed by ") and "sqlite3" in r for r in libc.reasons)
+    # Copied once although both programs need it, and the total is the exact bytes of the root's files.
+    assert sum(1 for f in result.files if f.source and os.path.realpath(f.source).endswith("/libc.so.6")) == 1
+    assert result.total_bytes == regular_bytes(root)
+    assert all(f.reasons for f in result.files)
+    assert not leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["hello-cxx", "hello-rust", "usegreet"])
+def test_fixtures_run_inside_their_root(fixtures: dict[str, Fixture], tmp_path: Path, name: str) -> None:
+    fixture = fixtures[name]
+    program = os.path.realpath(fixture.path)
+    root = tmp_path / "root"
+    result = bundle([program], root, verify_args=fixture.run_args)
+    (check,) = result.checks
+    assert check.same_behaviour is True, check.reason
+    inside = chroot_run(root, program, *fixture.run_args)
+    assert inside.returncode == 0, inside.stderr
+    assert fixture.expected_stdout in inside.stdout.decode()
+    if name == "usegreet":
+        # The private library sits beside the program, as its $ORIGIN RUNPATH expects.
+        private = os.path.join(os.path.dirname(program), "libgreet.so")
+        entry = next(f for f in result.files if f.path == private)
+        assert entry.reasons == ("needed by usegreet",)
+    if name == "hello-cxx":
+        assert any(os.path.basename(f.path).startswith("libstdc++.so") for f in result.files)
+
+
+def test_nss_is_added_when_the_program_imports_getpwnam(c_programs: dict[str, str], tmp_path: Path) -> None:
+    result = bundle([c_programs["getpw"]], tmp_path / "root", verify_args=())
+    assert result.checks[0].same_behaviour is True
+    assert any("imports getpwnam" in note for note in result.notes)
+    passwd = next(f for f in result.files if f.path == "/etc/passwd")
+    assert passwd.action == "generated" and passwd.reasons[0].startswith("--with nss")
+    assert (tmp_path / "root" / "etc" / "passwd").read_bytes().startswith(b"root:")
+    assert chroot_run(tmp_path / "root", c_programs["getpw"]).stdout == b"root: uid 0, home /root\n"
+
+
+def test_a_root_that_breaks_the_program_is_exit_3_and_nothing_is_installed(
+    c_programs: dict[str, str], tmp_path: Path
+) -> None:
+    """Without the NSS files getpwnam finds no root user in the chroot: the verification sees it."""
+    for target in (tmp_path / "root", tmp_path / "root.tar"):
+        done = run_binslim(
+            "bundle", c_programs["getpw"], "-o", str(target), "--verify-args", "", "--no-auto-dlopen"
+        )
+        assert done.returncode == 3, done.stderr
+        assert "does not behave inside the root" in done.stderr and "exit code 0→1" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+        assert not os.path.lexists(target)
+        assert not leftovers(tmp_path)
+    with pytest.raises(VerificationError):
+        bundle([c_programs["getpw"]], tmp_path / "lib-root", verify_args=(), auto_dlopen=False)
+
+
+def test_with_gconv_brings_the_charset_modules(c_programs: dict[str, str], tmp_path: Path) -> None:
+    with pytest.raises(VerificationError, match="iconv_open"):
+        bundle([c_programs["iconv"]], tmp_path / "plain", verify_args=())
+    result = bundle([c_programs["iconv"]], tmp_path / "gconv", verify_args=(), with_=("gconv",))
+    assert result.checks[0].same_behaviour is True
+    assert any(f.path.endswith("/gconv/ISO8859-15.so") and "--with gconv" in f.reasons for f in result.files)
+    assert chroot_run(tmp_path / "gconv", c_programs["iconv"]).stdout == b"a4 3 bytes\n"
+
+
+def test_with_certs_and_tz(tmp_path: Path) -> None:
+    jq = require_tool("jq")
+    result = bundle([jq], tmp_path / "root", with_=("certs", "tz"))
+    paths = {f.path: f for f in result.files}
+    ca = os.path.realpath("/etc/ssl/certs/ca-certificates.crt")
+    assert "--with certs" in paths[ca].reasons
+    assert any(p.startswith("/usr/share/zoneinfo/") and p.endswith("/UTC") for p in paths)
+    zone = host_run(jq, "-n", "-r", '"2015-03-05T23:51:47Z" | strptime("%Y-%m-%dT%H:%M:%SZ") | mktime')
+    assert (
+        chroot_run(
+            tmp_path / "root",
+            jq,
+            "-n",
+            "-r",
+            '"2015-03-05T23:51:47Z" | strptime("%Y-%m-%dT%H:%M:%SZ") | mktime',
+        ).stdout
+        == zone.stdout
+    )
+
+
+def test_include_resolves_the_dependencies_of_what_it_adds(
+    fixtures: dict[str, Fixture], tmp_path: Path
+) -> None:
+    jq = require_tool("jq")
+    sqlite_lib = os.path.realpath("/usr/lib/x86_64-linux-gnu/libsqlite3.so.0")
+    result = bundle([jq], tmp_path / "root", includes=[sqlite_lib, str(C_SOURCES / "greet.h")])
+    paths = {f.path: f for f in result.files}
+    assert f"--include {sqlite_lib}" in paths[sqlite_lib].reasons
+    assert paths[str(C_SOURCES / "greet.h")].action == "copied"
+    libm = os.path.realpath("/usr/lib/x86_64-linux-gnu/libm.so.6")
+    assert any(r.startswith("needed by") and "libsqlite3.so.0" in r for r in paths[libm].reasons)
+
+
+def test_tar_is_reproducible_and_owned_by_root(tmp_path: Path) -> None:
+    jq = require_tool("jq")
+    env_epoch = 1_700_000_000
+    first = bundle([jq], tmp_path / "a.tar", source_date_epoch=env_epoch, verify=False)
+    second = bundle([jq], tmp_path / "b.tar", source_date_epoch=env_epoch, verify=False)
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+    assert first.output_bytes == os.path.getsize(tmp_path / "a.tar") and first.format == "tar"
+    assert first.total_bytes == second.total_bytes
+    with tarfile.open(tmp_path / "a.tar") as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names == sorted(names)
+    assert {(m.uid, m.gid, m.uname, m.gname, m.mtime) for m in members} == {(0, 0, "", "", env_epoch)}
+    assert "lib64" in names and next(m for m in members if m.name == "lib64").issym()
+    assert sum(m.size for m in members if m.isreg()) == first.total_bytes
+    extracted = tmp_path / "x"
+    with tarfile.open(tmp_path / "a.tar") as tar:
+        tar.extractall(extracted, filter="fully_trusted")
+    assert chroot_run(extracted, jq, "-n", "1+1").stdout == b"2\n"
+
+
+def test_source_date_epoch_from_the_environment(tmp_path: Path) -> None:
+    jq = require_tool("jq")
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1234567890"}
+    done = run_binslim("bundle", jq, "-o", str(tmp_path / "r.tar"), "--no-verify", env=env)
+    assert done.returncode == 0, done.stderr
+    with tarfile.open(tmp_path / "r.tar") as tar:
+        assert {m.mtime for m in tar.getmembers()} == {1234567890}
+
+
+def test_json_report_and_library_call(tmp_path: Path) -> None:
+    jq = require_tool("jq")
+    done = run_binslim("bundle", jq, "-o", str(tmp_path / "root"), "--json", "--upx")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["schema"] == 1 and report["format"] == "folder"
+    assert report["total_bytes"] == regular_bytes(tmp_path / "root")
+    program = next(f for f in report["files"] if f["path"] == jq)
+    assert program["action"] == "packed" and program["size"]["after"] < program["size"]["before"]
+    assert report["verify"][0]["same_behaviour"] is True and report["verify"][0]["method"] == "chroot"
+    assert report["verify"][0]["startup_ms"]["root"] > 0
+    assert binslim.bundle is bundle
+    assert isinstance(binslim.bundle([jq], tmp_path / "again", verify=False), BundleResult)
+
+
+def test_text_report(tmp_path: Path) -> None:
+    jq = require_tool("jq")
+    done = run_binslim("bundle", jq, "-o", str(tmp_path / "root"))
+    assert done.returncode == 0, done.stderr
+    assert "(needed by jq" in done.stdout
+    assert "interpreter (PT_INTERP)" in done.stdout
+    assert "verify jq (chroot): same:" in done.stdout
+    total = regular_bytes(tmp_path / "root")
+    assert f"total {total:,} B" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{jq}", "-o", "{nonempty}"], "exists and is not an empty folder"),
+        (["{text}", "-o", "{tmp}/r"], "not an ELF file"),
+        (["/no/such/program", "-o", "{tmp}/r"], "no such file"),
+        (["{jq}", "-o", "{tmp}/r", "--with", "fonts"], "unknown fonts"),
+        (["{jq}", "-o", "{tmp}/r", "--include", "/no/such/file"], "no such file"),
+    ],
+)
+def test_errors_are_one_line_and_leave_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+    nonempty = tmp_path / "full"
+    nonempty.mkdir()
+    (nonempty / "keep").write_text("mine\n")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    values = {"jq": require_tool("jq"), "nonempty": str(nonempty), "text": str(text), "tmp": str(tmp_path)}
+    done = run_binslim("bundle", *(a.format(**values) for a in args))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
+    assert message in done.stderr
+    assert (nonempty / "keep").read_text() == "mine\n"
+    assert not os.path.lexists(tmp_path / "r") and not leftovers(tmp_path)
+
+
+def test_usage_error_without_output() -> None:
+    done = run_binslim("bundle", "/usr/bin/jq")
+    assert done.returncode == 2 and "-o/--output ROOT is required" in done.stderr
+
+
+def test_library_is_refused_as_a_program(tmp_path: Path) -> None:
+    with pytest.raises(BinslimError, match="shared library, not a program"):
+        bundle([os.path.realpath("/usr/lib/x86_64-linux-gnu/libjq.so.1")], tmp_path / "r")
+
+
+@pytest.fixture
+def docker_root(tmp_path: Path) -> Iterator[Path]:
+    context = tmp_path / "context"
+    context.mkdir()
+    yield context
+    shutil.rmtree(context, ignore_errors=True)
+
+
+def test_docker_from_scratch_runs_the_bundled_program(docker_engine: DockerEngine, docker_root: Path) -> None:
+    jq = require_tool("jq")
+    bundle([jq], docker_root / "root.tar")
+    (docker_root / "Dockerfile").write_text(f'FROM scratch\nADD root.tar /\nENTRYPOINT ["{jq}"]\n')
+    tag = "binslim-bundle-test:jq"
+    docker_engine.docker("build", "--network", "none", "-t", tag, str(docker_root))
+    try:
+        ran = docker_engine.docker("run", "--rm", "--network", "none", tag, "-n", "[1,2] | add")
+        assert ran.stdout == "3\n"
+        assert docker_engine.image_size(tag) < 4_500_000
+    finally:
+        docker_engine.docker("image", "rm", "-f", tag, check=False)
