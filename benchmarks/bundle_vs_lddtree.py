@@ -147,8 +147,11 @@ def why(
 
 
 def cell(entry: object) -> tuple[str, str]:
-    if not isinstance(entry, dict) or "error" in entry:
-        return ("error", "-")
+    if not isinstance(entry, dict):
+        return ("-", "-")
+    if "error" in entry:
+        refused = "does not behave inside the root" in str(entry["error"])
+        return ("refused (exit 3), nothing written", "-") if refused else ("error", "-")
     return (f"{entry['bytes']:,}", "yes" if entry["runs"] else "**no**")
 
 

@@ -313,3 +313,71 @@ def test_docker_from_scratch_runs_the_bundled_program(docker_engine: DockerEngin
         assert docker_engine.image_size(tag) < 4_500_000
     finally:
         docker_engine.docker("image", "rm", "-f", tag, check=False)
+
+
+def test_verify_cmd_gets_a_launcher_into_the_root(c_programs: dict[str, str], tmp_path: Path) -> None:
+    script = tmp_path / "check.sh"
+    script.write_text(
+        '#!/bin/sh\nout=$("$1") || exit 1\ncase "$out" in *"home /root"*) exit 0;; esac\nexit 1\n'
+    )
+    script.chmod(0o755)
+    result = bundle([c_programs["getpw"]], tmp_path / "root", verify_cmd=str(script))
+    assert result.checks[0].same_behaviour is True
+    with pytest.raises(VerificationError):
+        bundle([c_programs["getpw"]], tmp_path / "broken", verify_cmd=str(script), auto_dlopen=False)
+    assert not os.path.lexists(tmp_path / "broken")
+
+
+def test_keep_section_headers_and_library_path(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """usegreet-plain finds libgreet.so only through --library-path; the root keeps it at that path and the
+    program, run with the same search path, loads it there."""
+    gcc = require_tool("gcc")
+    program = tmp_path / "usegreet-plain"
+    subprocess.run(
+        [gcc, "-O1", f"-I{C_SOURCES}", "-o", str(program), str(C_SOURCES / "usegreet.c"),
+         f"-L{os.path.dirname(fixtures['libgreet'].path)}", "-lgreet"],
+        check=True, timeout=120,
+    )  # fmt: skip
+    lib_dir = os.path.dirname(os.path.realpath(fixtures["libgreet"].path))
+    with pytest.raises(BinslimError, match=r"libgreet\.so \(needed by usegreet-plain\) not found"):
+        bundle([str(program)], tmp_path / "no", verify=False)
+    result = bundle(
+        [str(program)],
+        tmp_path / "root",
+        library_path=(lib_dir,),
+        keep_section_headers=True,
+        verify_args=(),
+        verify_env={"LD_LIBRARY_PATH": lib_dir},
+    )
+    greet = next(f for f in result.files if f.path == os.path.join(lib_dir, "libgreet.so"))
+    assert greet.reasons == ("needed by usegreet-plain",)
+    assert result.checks[0].same_behaviour is True
+    with open(tmp_path / "root" / lib_dir.lstrip("/") / "libgreet.so", "rb") as handle:
+        header = handle.read(64)
+    assert int.from_bytes(header[40:48], "little") != 0  # e_shoff: the section headers are still there
+
+
+def test_folder_times_and_no_binslim_variables(tmp_path: Path) -> None:
+    jq = require_tool("jq")
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1600000000", "BINSLIM_UPX": "1", "BINSLIM_OUTPUT": "/nowhere"}
+    done = run_binslim("bundle", jq, "-o", str(tmp_path / "root"), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert next(f for f in report["files"] if f["path"] == jq)["action"] == "stripped"  # not packed
+    for dirpath, dirnames, filenames in os.walk(tmp_path / "root"):
+        for name in dirnames + filenames:
+            assert os.lstat(os.path.join(dirpath, name)).st_mtime == 1600000000
+
+
+def test_loader_fallback_without_chroot_or_namespaces(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Where neither chroot nor a user namespace can be had, the root's own loader runs the program with
+    --inhibit-cache and a --library-path into the root."""
+    import binslim.bundler as bundler
+
+    jq = require_tool("jq")
+    monkeypatch.setattr(bundler.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(bundler, "_userns_works", lambda unshare: False)
+    result = bundle([jq], tmp_path / "root")
+    assert result.checks[0].method == "loader" and result.checks[0].same_behaviour is True
