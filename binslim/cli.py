@@ -486,6 +486,8 @@ def _slim_files(
         return exc.exit_code
     results: list[SlimResult] = []
     exit_code = EXIT_OK
+    # -o /dev/stdout: the binary goes to standard output, so the report goes to standard error.
+    report_to_stderr = output is not None and _writes_to_stdout(output)
     for path in inputs:
         error: BinslimError | None
         if os.path.isdir(path):
@@ -505,8 +507,8 @@ def _slim_files(
         if not as_json and result.status != "failed":
             from .report import format_result
 
-            _echo(format_result(result))
-    _print_report(results, as_json=as_json)
+            _echo(format_result(result), err=report_to_stderr)
+    _print_report(results, as_json=as_json, err=report_to_stderr)
     return exit_code
 
 
@@ -519,11 +521,17 @@ def _show_error(error: BinslimError) -> None:
     _echo(f"error: {error}", err=True)
 
 
-def _print_report(results: Sequence[SlimResult], *, as_json: bool) -> None:
+def _writes_to_stdout(output: str) -> bool:
+    from .fileops import writes_to_stdout
+
+    return writes_to_stdout(output)
+
+
+def _print_report(results: Sequence[SlimResult], *, as_json: bool, err: bool = False) -> None:
     if as_json:
         from .report import dumps
 
-        _echo(dumps(results))
+        _echo(dumps(results), err=err)
     elif len(results) > 1:
         from .report import format_summary
 

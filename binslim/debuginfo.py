@@ -9,7 +9,6 @@ gdb's build-id lookup and debuginfod index debug files by. Every unloaded sectio
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
 import zlib
@@ -282,8 +281,7 @@ class PendingDebugFile:
 
     def discard(self) -> None:
         if not self.installed:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.written.path)
+            fileops.discard(self.written.path)
 
 
 def prepare_debug_file(
@@ -307,8 +305,7 @@ def prepare_debug_file(
         try:
             written = write_debug_file_to(elf, tmp)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            fileops.discard(tmp)
             raise
     return PendingDebugFile(target, written)
 

@@ -11,6 +11,11 @@ def printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
+def byte_count(size: int) -> str:
+    """``1 byte``, ``4,096 bytes``."""
+    return "1 byte" if size == 1 else f"{size:,} bytes"
+
+
 class BinslimError(Exception):
     """Base class. ``str(err)`` is a one-line message fit for ``error: ...``."""
 

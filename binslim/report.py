@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .tree import TreeSummary
 
 SCHEMA_VERSION = 2  # 2: verify.added is the mean of paired differences, with an interval; warnings
-KIND_ORDER = ("symbols", "debug", "notes", "other", "headers")
+KIND_ORDER = ("symbols", "debug", "notes", "other", "unused_segments", "headers")
 
 
 def human_size(size: int) -> str:
@@ -110,22 +110,32 @@ def _removed_by_kind(result: SlimResult) -> str:
     by_kind: dict[str, int] = {}
     for removed in result.removed:
         by_kind[removed.kind] = by_kind.get(removed.kind, 0) + removed.size
-    return ", ".join(f"{kind} {by_kind[kind]:,} B" for kind in KIND_ORDER if kind in by_kind)
+    return ", ".join(
+        f"{kind.replace('_', ' ')} {by_kind[kind]:,} B" for kind in KIND_ORDER if kind in by_kind
+    )
 
 
 def format_tree_line(result: SlimResult) -> str:
-    """One line per file of a tree: ``path: 20,920 B -> 14,368 B (-31.3%): stripped; removed ...``."""
+    """One line per file of a tree: ``path: 20,920 B -> 14,368 B (-31.3%): stripped; removed ...``, with
+    a kept overlay and a verification that did not run said too. Names from the input are escaped (a
+    newline in a file name must not start a new line)."""
     if result.status == "failed":
         named = result.message.startswith(result.input)
-        return result.message if named else f"{result.input}: {result.message}"
+        return printable(result.message if named else f"{result.input}: {result.message}")
     sizes = f"{result.original_size:,} B"
     if result.final_size != result.original_size:
         sizes += f" -> {result.final_size:,} B (-{percent(result.saved, result.original_size)})"
     line = f"{result.input}: {sizes}: {result.message}"
-    line += f"; removed {_removed_by_kind(result)}" if result.removed else ""
+    if result.removed:
+        line += f"; removed {_removed_by_kind(result)}"
+    if result.overlay:
+        line += f"; overlay of {result.overlay:,} B kept"
+    if result.verify is not None and not result.verify.ran:
+        line += f"; not run to verify: {result.verify.reason}"
     # What verification did not cover, in its first clause: the advice is in the single-file report.
     warnings = result.verify.warnings if result.verify is not None else ()
-    return line + "".join(f"; warning: {warning.split('; ', 1)[0]}" for warning in warnings)
+    line += "".join(f"; warning: {warning.split('; ', 1)[0]}" for warning in warnings)
+    return printable(line)
 
 
 def format_tree_summary(summary: TreeSummary) -> str:

@@ -102,7 +102,16 @@ def build(schema_version: int) -> dict[str, Any]:
                                 "additionalProperties": False,
                                 "properties": {
                                     "name": {"type": "string"},
-                                    "kind": {"enum": ["symbols", "debug", "notes", "other", "headers"]},
+                                    "kind": {
+                                        "enum": [
+                                            "symbols",
+                                            "debug",
+                                            "notes",
+                                            "other",
+                                            "unused_segments",
+                                            "headers",
+                                        ]
+                                    },
                                     "size": {"type": "integer"},
                                 },
                             },

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -105,19 +103,17 @@ class _Temps:
         self.paths: list[str] = []
         self.folder = folder  # a private folder instead of the target's (dry runs write nothing there)
 
-    def new(self, beside: str) -> str:
+    def new(self, beside: str, *, named: bool = False) -> str:
+        """A temporary file beside ``beside``; ``named`` when a program (UPX) must open it by name."""
         if self.folder is not None:
             beside = os.path.join(self.folder, os.path.basename(beside))
-        path = fileops.temp_path_beside(beside)
+        path = fileops.temp_path_beside(beside, named=named)
         self.paths.append(path)
         return path
 
     def cleanup(self) -> None:
         for path in self.paths:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
+            fileops.discard(path)
 
 
 def slim(
@@ -197,22 +193,30 @@ def slim_with(
     options = options.checked()
     source = os.fspath(input)
     target = os.fspath(output) if output is not None else source
-    temps = _Temps(folder=tempfile.mkdtemp(prefix="binslim-dry-run-") if options.dry_run else None)
-    try:
-        # The input is parsed once: the kind check and the strip share this ElfFile.
-        with ElfFile(source) as elf:
-            if not elf.sections and kind_of(elf).upx_packed:
-                packed = True
-            else:
-                packed = False
-                companion = _prepare_companion(source, target, temps, options)
-                stripped_path = temps.new(target)
-                stripped = _strip(elf, target, stripped_path, companion, options)
-        if packed:
-            return _already_packed(source, target, temps, options)
-        return _slim(source, target, temps, options, companion, stripped_path, stripped)
-    finally:
-        temps.cleanup()
+    fileops.check_input(source)
+    if output is None:
+        target = fileops.in_place_target(source)  # a symlink stays a link to the stripped file
+    else:
+        target = fileops.resolve_output(target)
+        fileops.check_output(target)
+    with contextlib.ExitStack() as scratch:
+        folder = scratch.enter_context(fileops.scratch_dir("binslim-dry-run-")) if options.dry_run else None
+        temps = _Temps(folder=folder)
+        try:
+            # The input is parsed once: the kind check and the strip share this ElfFile.
+            with ElfFile(source) as elf:
+                if not elf.sections and kind_of(elf).upx_packed:
+                    packed = True
+                else:
+                    packed = False
+                    companion = _prepare_companion(source, target, temps, options)
+                    stripped_path = temps.new(target, named=options.upx)
+                    stripped = _strip(elf, target, stripped_path, companion, options)
+            if packed:
+                return _already_packed(source, target, temps, options)
+            return _slim(source, target, temps, options, companion, stripped_path, stripped)
+        finally:
+            temps.cleanup()
 
 
 def try_slim(path: str, output: str | None, options: SlimOptions) -> tuple[SlimResult, BinslimError | None]:
@@ -261,7 +265,7 @@ def _slim(
             input=source,
             output=target,
             status="skipped",
-            message="already stripped; left untouched",
+            message=_unchanged_message(stripped) + "; left untouched",
             original_size=stripped.original_size,
             stripped_size=stripped.original_size,
             packed_size=None,
@@ -293,7 +297,7 @@ def _slim(
         input=source,
         output=target,
         status="ok",
-        message=_message(stripped.changed, packed_size is not None, o.dry_run, packing.reason),
+        message=_message(stripped, packed_size is not None, o.dry_run, packing.reason),
         original_size=stripped.original_size,
         stripped_size=stripped.stripped_size,
         packed_size=packed_size,
@@ -398,10 +402,22 @@ def _install(
     )
 
 
-def _message(changed: bool, packed: bool, dry_run: bool, upx_reason: str) -> str:
+def _unchanged_message(stripped: StripResult) -> str:
+    """Why the strip left the file as it was: "already stripped" only when no symbols or debug info remain;
+    else what stayed, and why."""
+    if stripped.fully_stripped:
+        return "already stripped"
+    why = [m for m in stripped.messages if m.startswith(("removing ", "no debug sections"))]
+    if stripped.relocatable:
+        why.append("an object keeps its symbol table, so it still links")
+    return "nothing to gain" + (f" ({why[-1]})" if why else "")
+
+
+def _message(stripped: StripResult, packed: bool, dry_run: bool, upx_reason: str) -> str:
     message = "stripped" + (" and packed" if packed else "")
-    if not changed:
-        message = "nothing to strip" + (", packed" if packed else "")
+    if not stripped.changed:
+        message = _unchanged_message(stripped).replace("already stripped", "nothing to strip")
+        message += ", packed" if packed else ""
     if dry_run:
         message = f"dry run, nothing written: {message}"
     if upx_reason:
@@ -439,7 +455,7 @@ def _headerless_copy(stripped_path: str, target: str, temps: _Temps) -> str | No
     with ElfFile(stripped_path) as elf:
         if elf.overlay_size or not elf.segments:
             return None
-        path = temps.new(target)
+        path = temps.new(target, named=True)
         with fileops.open_new(path, name=target) as fd:
             write_headerless(elf, fd)
     os.chmod(path, os.stat(stripped_path).st_mode & 0o7777)
@@ -460,7 +476,7 @@ def _pack(stripped_path: str, source: str, target: str, temps: _Temps, o: SlimOp
     reasons = []
     headerless = _headerless_copy(stripped_path, target, temps)
     for method in methods:
-        packed_path = temps.new(target)
+        packed_path = temps.new(target, named=True)
         os.unlink(packed_path)  # UPX refuses to write over an existing file
         result = _compress(headerless, stripped_path, packed_path, method, tool, o)
         if not result.packed:

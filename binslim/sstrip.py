@@ -12,7 +12,7 @@ from .elf.copy import copy_range
 from .elf.kind import kind_of
 from .elf.reader import ElfFile
 from .elf.writer import headerless_end, headerless_size, write_headerless
-from .errors import UnsupportedError, file_error
+from .errors import UnsupportedError, byte_count, file_error
 from .stripplan import HEADERS, OTHER, RemovedSection, StripResult, plan_strip
 
 SECTIONS = "sections"
@@ -68,7 +68,8 @@ def strip_section_headers(
         messages.append("shared library: the static linker can no longer link against the result")
     if elf.overlay_size:
         messages.append(
-            f"overlay of {elf.overlay_size} bytes kept after the last segment, so the file cannot end there:"
+            f"overlay of {byte_count(elf.overlay_size)} kept after the last segment,"
+            " so the file cannot end there:"
             " --strip-section-headers is pointless for this file, and a program that finds its overlay"
             " through the section header table breaks; prefer --strip-all"
         )

@@ -11,18 +11,20 @@ from . import fileops
 from .elf.copy import copy_range
 from .elf.reader import ElfFile
 from .elf.writer import plan_layout, plan_size, write_layout
-from .errors import UnsupportedError, file_error
+from .errors import UnsupportedError, byte_count, file_error
 from .stripplan import (
     DEBUG,
     HEADERS,
     LEVELS,
     NOTES,
+    ORPHANS,
     OTHER,
     SYMBOLS,
     KeptNote,
     RemovedSection,
     StripPlan,
     StripResult,
+    _has_symbols,
     _kept_notes,
     _output_sections,
     _saved_by_section,
@@ -39,6 +41,7 @@ __all__ = [
     "HEADERS",
     "LEVELS",
     "NOTES",
+    "ORPHANS",
     "OTHER",
     "SYMBOLS",
     "KeptNote",
@@ -84,6 +87,28 @@ def strip_to_fd(
                 force=force,
             )
     elf = input
+    try:
+        result = _strip_open(
+            elf, dst_fd, output_name, level, keep_sections, remove_sections, debuglink, force
+        )
+    except EOFError as exc:
+        raise file_error(elf.path, "changed while being read") from exc
+    after = os.fstat(elf.fd)
+    if (after.st_size, after.st_mtime_ns) != (elf.stat.st_size, elf.stat.st_mtime_ns):
+        raise file_error(elf.path, "changed while being read")
+    return result
+
+
+def _strip_open(
+    elf: ElfFile,
+    dst_fd: int,
+    output_name: str,
+    level: str,
+    keep_sections: Sequence[str],
+    remove_sections: Sequence[str],
+    debuglink: DebugLink | None,
+    force: bool,
+) -> StripResult:
     input_path = elf.path
     if level == "sections":
         from .sstrip import strip_section_headers
@@ -99,19 +124,23 @@ def strip_to_fd(
     plan = plan_strip(elf, level, keep_sections, remove_sections)
     messages = list(plan.messages)
     if elf.overlay_size:
-        messages.append(f"overlay of {elf.overlay_size} bytes after the ELF image kept byte for byte")
-    outputs = _output_sections(plan) if plan.removed or debuglink is not None else []
+        overlay = byte_count(elf.overlay_size)
+        messages.append(f"overlay of {overlay} after the ELF image kept byte for byte")
+    # Always laid out anew: padding between segments and unused segment bytes go even when no section does.
+    outputs = _output_sections(plan)
     if debuglink is not None:
         from .debuginfo import with_debuglink
 
         outputs = with_debuglink(elf, outputs, debuglink)
-    layout = plan_layout(elf, outputs) if outputs else None
-    new_size = layout.size if layout is not None else elf.size
-    if debuglink is None and (not plan.removed or new_size >= elf.size):
+    layout = plan_layout(elf, outputs)
+    if debuglink is None and layout.size >= elf.size:
         # Nothing to gain: the output is the input, byte for byte (stripping twice changes nothing).
         copy_range(elf.fd, dst_fd, 0, 0, elf.size)
         if plan.removed:
-            messages.append("removing sections would not make the file smaller; left unchanged")
+            names = ", ".join(sorted({elf.sections[i].name or "?" for i in plan.removed}))
+            messages.append(f"removing {names} would save nothing after alignment")
+        elif level == "debug" and not elf.is_relocatable and _has_symbols(elf):
+            messages.append("no debug sections; --strip-debug keeps the symbol table")
         return StripResult(
             input_path,
             output_name,
@@ -124,12 +153,20 @@ def strip_to_fd(
             tuple(messages),
             elf.is_relocatable,
             changed=False,
+            fully_stripped=not _has_symbols(elf) and not any(is_debug_section(s) for s in elf.sections),
         )
-    assert layout is not None
     written = write_layout(elf, outputs, dst_fd, layout)
     removed = _saved_by_section(plan, layout.blocks)
+    for e in layout.emptied:
+        segment = elf.segments[e.index]
+        where = "" if e.new_offset >= 0 else "end of "
+        address = segment.p_vaddr + e.filesz
+        removed.append(RemovedSection(f"(unused {where}PT_LOAD #{e.index} at {address:#x})", ORPHANS, e.size))
     headers = elf.size - written.size - sum(r.size for r in removed)
-    removed.append(RemovedSection("(section headers, names and padding)", HEADERS, headers))
+    if headers > 0:
+        removed.append(RemovedSection("(section headers, names and padding)", HEADERS, headers))
+    elif headers < 0:
+        messages.append(f"section headers, names and alignment take {-headers:,} B more than before")
     return StripResult(
         input_path,
         output_name,
@@ -161,7 +198,12 @@ def strip(
     (see debuginfo.py). The companion is installed only when the output is.
     """
     source = os.fspath(input)
-    target = os.fspath(output) if output is not None else source
+    fileops.check_input(source)
+    if output is None:
+        target = fileops.in_place_target(source)
+    else:
+        target = fileops.resolve_output(os.fspath(output))
+        fileops.check_output(target)
     companion = None
     if keep_debug is not None:
         from .debuginfo import prepare_debug_file
@@ -198,6 +240,4 @@ def planned_size(elf: ElfFile, level: str, *, force: bool = False) -> int:
         check_headerless(elf, force=force)
         return min(elf.size, headerless_size(elf))
     plan = plan_strip(elf, level)
-    if not plan.removed:
-        return elf.size
     return min(elf.size, plan_size(elf, _output_sections(plan)))

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from .elf import constants as c
 from .elf.reader import ElfFile, Section
-from .elf.symbols import SymbolRewrite, group_members, pack_group, referenced_symbols
+from .elf.symbols import (
+    SymbolRewrite,
+    group_members,
+    pack_group,
+    referenced_symbols,
+    sections_defining_globals,
+)
 from .elf.writer import LoadedBlock, OutputSection
 from .errors import BinslimError, UnsupportedError, file_error
 
@@ -27,6 +33,8 @@ STRTAB_REBUILD_LIMIT = 8 << 20
 
 # Kinds a removed section is reported under.
 SYMBOLS, DEBUG, NOTES, OTHER, HEADERS = "symbols", "debug", "notes", "other", "headers"
+# File bytes of loaded segments nothing uses (stale patchelf copies; see ElfFile.unused_tails).
+ORPHANS = "unused_segments"
 
 DEBUG_PATTERNS = (
     ".debug*",
@@ -41,6 +49,9 @@ DEBUG_PATTERNS = (
 )
 # Never removed by default: they point debuggers at separate debug files.
 DEBUG_LINKS = (".gnu_debuglink", ".gnu_debugaltlink")
+# Never removed by default either: USDT probes, which SystemTap, bpftrace and perf read from the file (GNU
+# strip keeps them too). --remove-section removes them.
+KEPT_NOTES = (".note.stapsdt",)
 # Allocated notes the loader or tools rely on; reported with their cost.
 LOADER_NOTES = (
     ".note.gnu.build-id",
@@ -79,6 +90,8 @@ class StripResult(NamedTuple):
     relocatable: bool = False
     changed: bool = True
     debug_file: DebugFile | None = None  # the companion written by keep_debug
+    # When unchanged: whether no symbol table or debug section was there to remove at all.
+    fully_stripped: bool = False
 
     @property
     def saved(self) -> int:
@@ -131,7 +144,7 @@ def classify(section: Section, level: str, relocatable: bool) -> str | None:
     """The kind under which ``section`` is removed at ``level``, or None when it stays."""
     if section.index == 0 or section.is_alloc:
         return None
-    if section.name in DEBUG_LINKS:
+    if section.name in DEBUG_LINKS or section.name in KEPT_NOTES:
         return None
     if is_debug_section(section):
         return DEBUG
@@ -159,6 +172,8 @@ def plan_strip(
         plan.messages.append("relocatable object: only debug sections removed, so it still links")
     needed = _needed_by_loaded(elf)
     explicit = _choose(plan, needed, keep_sections, remove_sections)
+    if elf.is_relocatable:
+        _keep_symbol_homes(plan)
     _drop_unused_string_tables(plan, needed, keep_sections)
     _follow_removed(plan, needed)
     _keep_link_targets(plan, explicit)
@@ -187,7 +202,7 @@ def _choose(
                 raise file_error(
                     elf.path, f"refusing to remove {section.name}: it names the sections", UnsupportedError
                 )
-            kind = kind or OTHER
+            kind = kind or (NOTES if section.sh_type == c.SHT_NOTE else OTHER)
             explicit.add(section.index)
         if kind and _matches(section.name, keep_sections):
             kind = None
@@ -265,6 +280,31 @@ def _keep_link_targets(plan: StripPlan, explicit: set[int]) -> None:
                     changed = True
 
 
+def _keep_symbol_homes(plan: StripPlan) -> None:
+    """Keep the removable sections of an object in which a global or weak symbol is defined: other objects
+    may refer to it. Fat LTO objects (-ffat-lto-objects) define such symbols in their early debug info
+    (.gnu.debuglto_*), which the link-time optimizer's output refers to; those sections refer to each other,
+    so they stay together."""
+    elf = plan.elf
+    homes: set[int] = set()
+    for symtab in elf.sections:
+        if symtab.sh_type == c.SHT_SYMTAB:
+            homes |= sections_defining_globals(elf, symtab) & plan.removed.keys()
+    if not homes:
+        return
+    if any(elf.sections[i].name.startswith(".gnu.debuglto_") for i in homes):
+        homes |= {i for i in plan.removed if elf.sections[i].name.startswith(".gnu.debuglto_")}
+    for index in sorted(homes):
+        del plan.removed[index]
+    names = sorted({elf.sections[i].name or "?" for i in homes})
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    plan.messages.append(f"kept {shown}: global symbols are defined there, so it still links")
+
+
+def _has_symbols(elf: ElfFile) -> bool:
+    return any(s.sh_type == c.SHT_SYMTAB for s in elf.sections)
+
+
 def _needed_by_loaded(elf: ElfFile) -> set[int]:
     """Sections that stay whatever their name or type: the loaded ones, the section names, and what those
     point at through sh_link (or sh_info, for relocations), transitively. A loaded section's header cannot
@@ -319,7 +359,9 @@ def _output_sections(plan: StripPlan) -> list[OutputSection]:
 
     symtabs: dict[int, SymbolRewrite] = {}
     rebuilt: dict[int, bytes] = {}
-    if not identity:
+    # An object keeps its symbol table, less file symbols and unused section symbols, as GNU strip
+    # --strip-debug leaves it, even when no section goes.
+    if not identity or elf.is_relocatable:
         xindex_of = {s.sh_link: s for s in kept if s.sh_type == c.SHT_SYMTAB_SHNDX}
         for s in kept:
             if s.sh_type == c.SHT_SYMTAB:
@@ -369,7 +411,7 @@ def _output_sections(plan: StripPlan) -> list[OutputSection]:
                     " symbols that removing sections would renumber",
                     UnsupportedError,
                 )
-        elif s.sh_type == c.SHT_GROUP and not identity:
+        elif s.sh_type == c.SHT_GROUP and (not identity or s.sh_link in symtabs):
             flags, members = group_members(elf, s)
             data = pack_group(elf, flags, [section_map[m] for m in members if m in section_map])
             out.content, out.content_size = (lambda d=data: [d]), len(data)

@@ -17,11 +17,11 @@ import re
 import shlex
 import shutil
 import signal
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import fileops
 from .elf import constants as c
 from .elf.kind import host_arch, is_upx_packed, read_kind
 from .envvars import switch
@@ -29,6 +29,7 @@ from .errors import (
     ToolFailedError,
     ToolNotFoundError,
     UnsupportedError,
+    byte_count,
     file_error,
 )
 from .runner import Completed, Runner, run
@@ -329,8 +330,9 @@ def compress(
         tool = find_upx(runner=runner)
 
     out_dir = os.path.dirname(os.path.abspath(output))
+    scratch = fileops.scratch_dir(".binslim-upx-", out_dir)  # locked, so a killed run's is swept later
     try:
-        work_dir = tempfile.mkdtemp(prefix=".binslim-upx-", dir=out_dir)
+        work_dir = scratch.__enter__()
     except OSError as exc:
         raise file_error(output, f"cannot write here: {exc.strerror or exc}") from exc
     try:
@@ -341,7 +343,7 @@ def compress(
             return refused(reason, last_run, version=tool.version, seconds=seconds)
         output_size = _size(packed_path)
         if output_size >= input_size:
-            reason = f"UPX output is not smaller ({input_size} -> {output_size} bytes)"
+            reason = f"UPX output is not smaller ({input_size:,} -> {byte_count(output_size)})"
             return refused(reason, last_run, version=tool.version, seconds=seconds)
         try:
             os.replace(packed_path, output)
@@ -359,4 +361,4 @@ def compress(
             output=output,
         )
     finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        scratch.__exit__(None, None, None)

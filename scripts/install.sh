@@ -222,7 +222,7 @@ ensure_python
 
 # --- test toolchain ------------------------------------------------------------------------------------
 if [ "$want_test" -eq 1 ]; then
-    apt_install gcc g++ libc6-dev musl-tools qemu-user elfutils gdb binutils llvm time patchelf
+    apt_install gcc g++ libc6-dev musl-tools qemu-user elfutils gdb binutils llvm time patchelf systemtap-sdt-dev
     # binslim bundle: real Debian programs to bundle (jq, sqlite3) and lddtree (pax-utils) to compare with.
     apt_install jq sqlite3 pax-utils
     apt_install -t "$backports" golang-1.23-go

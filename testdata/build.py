@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import shutil
+import struct
 import subprocess
 import sys
 import threading
@@ -64,6 +65,7 @@ _PACKAGE_HINTS = {
     "musl-gcc": "musl-tools",
     "rustc": "rustc (or rustup)",
     "go": "golang-1.23-go from bookworm-backports",
+    "patchelf": "patchelf",
 }
 
 
@@ -331,6 +333,60 @@ def _build_overlay(ctx: _Build) -> None:
     output.chmod(0o755)
 
 
+def _build_padded(ctx: _Build) -> None:
+    """hello-c-pie with one more page of zeros in front of its second PT_LOAD, in the file only.
+
+    Linkers leave such pages (Node.js's /usr/bin/node has two); GNU strip moves each segment down to the
+    lowest offset congruent to its p_vaddr. Every offset from there on moves by one page, a multiple of every
+    p_align, so the program loads as before.
+    """
+    output = ctx.dest(ctx.recipe.outputs[0])
+    output.write_bytes(insert_padding_page(ctx.built("hello-c-pie").read_bytes()))
+    output.chmod(0o755)
+
+
+def insert_padding_page(elf_image: bytes) -> bytes:
+    """A 64-bit little-endian ELF image with a page of zeros inserted in front of its second PT_LOAD."""
+    image = bytearray(elf_image)
+    if image[4:6] != b"\x02\x01":
+        raise FixtureBuildError("insert_padding_page expects a 64-bit little-endian ELF image")
+    (phoff, shoff) = struct.unpack_from("<QQ", image, 32)
+    (phnum,) = struct.unpack_from("<H", image, 56)
+    (shnum,) = struct.unpack_from("<H", image, 60)
+    headers = [phoff + 56 * index for index in range(phnum)]
+    loads = sorted(
+        struct.unpack_from("<Q", image, at + 8)[0]
+        for at in headers
+        if struct.unpack_from("<I", image, at)[0] == 1
+    )
+    cut, page = loads[1], 4096
+    for at in headers:
+        (offset,) = struct.unpack_from("<Q", image, at + 8)
+        if offset >= cut:
+            struct.pack_into("<Q", image, at + 8, offset + page)
+    for at in (shoff + 64 * index for index in range(1, shnum)):
+        (offset,) = struct.unpack_from("<Q", image, at + 24)
+        if offset >= cut:
+            struct.pack_into("<Q", image, at + 24, offset + page)
+    struct.pack_into("<Q", image, 40, shoff + page if shoff >= cut else shoff)
+    image[cut:cut] = bytes(page)
+    return bytes(image)
+
+
+def _build_patchelf_library(ctx: _Build) -> None:
+    """libgreet.so after several patchelf runs (as auditwheel makes them): each run that grows .dynstr
+    moves it into a new PT_LOAD and leaves the previous copy behind in a segment no section covers."""
+    output = ctx.dest(ctx.recipe.outputs[0])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    (ctx.out_dir / ctx.recipe.outputs[0]).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ctx.built("libgreet.so"), output)
+    patchelf = ctx.tool("patchelf")
+    for round_number in range(1, 4):
+        _run([patchelf, "--add-needed", "libdl.so.2", output], timeout=COMPILE_TIMEOUT)
+        rpath = f"/opt/binslim-fixture/{round_number}/" + "r" * 300
+        _run([patchelf, "--set-rpath", rpath, output], timeout=COMPILE_TIMEOUT)
+
+
 def overlay_payload() -> bytes:
     """The bytes appended after hello-c-pie's ELF image to make hello-c-overlay."""
     header = b"BINSLIM-OVERLAY\n"
@@ -505,6 +561,19 @@ def _recipes() -> tuple[_Recipe, ...]:
             **{**c_hello, "tools": ()},
         ),
         _Recipe(
+            name="hello-c-padded",
+            outputs=("hello-c-padded",),
+            build=_build_padded,
+            after=("hello-c-pie",),
+            **{**c_hello, "tools": ()},
+        ),
+        _Recipe(
+            name="hello-c-usdt",
+            outputs=("hello-c-usdt",),
+            build=_c_program(source="c/usdt.c"),
+            **{**c_hello, "sources": ("c/usdt.c",)},
+        ),
+        _Recipe(
             name="hello-c-i386",
             outputs=("hello-c-i386",),
             build=_build_i386,
@@ -535,6 +604,19 @@ def _recipes() -> tuple[_Recipe, ...]:
             loaded_by="usegreet",
         ),
         _Recipe(
+            name="libgreet-patchelf",
+            outputs=("patchelf/libgreet.so",),
+            sources=(),
+            tools=("patchelf",),
+            build=_build_patchelf_library,
+            after=("libgreet",),
+            language="c",
+            kind="shared",
+            arch="amd64",
+            expected_stdout="Hello, version! (call 1)",
+            loaded_by="usegreet",
+        ),
+        _Recipe(
             name="usegreet",
             outputs=("usegreet",),
             sources=("c/usegreet.c", "c/greet.h"),
@@ -558,6 +640,18 @@ def _recipes() -> tuple[_Recipe, ...]:
             arch="amd64",
             expected_stdout="Hello, version! (call 1)",
             link_main="greet-obj-main.o",
+        ),
+        _Recipe(
+            name="greet-fat-lto-obj",
+            outputs=("greet-fat-lto-obj.o", "greet-fat-lto-obj-main.o"),
+            sources=("c/greet.c", "c/greet.h", "c/usegreet.c"),
+            tools=("gcc",),
+            build=_object_pair("gcc", "c/greet.c", "c/usegreet.c", ("-flto", "-ffat-lto-objects")),
+            language="c",
+            kind="object",
+            arch="amd64",
+            expected_stdout="Hello, version! (call 1)",
+            link_main="greet-fat-lto-obj-main.o",
         ),
         _Recipe(
             name="comdat-obj",

@@ -93,6 +93,17 @@ def temps_under(folder: Path) -> list[str]:
     return sorted(str(p) for p in folder.rglob(f"{TEMP_PREFIX}*"))
 
 
+def unnamed_temps(pid: int, folder: Path) -> list[str]:
+    """The O_TMPFILE files process ``pid`` has open in ``folder`` (shown as ``FOLDER/#INODE (deleted)``)."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith(f"{folder}/#") and target.endswith(" (deleted)"):
+                found.append(target)
+    return found
+
+
 def stage(fixtures: dict[str, Fixture], name: str, folder: Path, as_name: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     copy = folder / (as_name or os.path.basename(fixtures[name].path))
@@ -312,7 +323,8 @@ def test_signal_mid_write(
     )
     try:
         wait_for(ready)
-        assert temps_under(folder), "binslim should be mid-write"
+        # Mid-write, with an unnamed temporary file (O_TMPFILE): nothing named in the folder.
+        assert unnamed_temps(process.pid, folder) and temps_under(folder) == [], "binslim should be mid-write"
         process.send_signal(signum)
         stdout, stderr = process.communicate(timeout=TIMEOUT)
     finally:

@@ -21,7 +21,7 @@ from tests.helpers import run_binslim as binslim
 
 TIMEOUT = 120
 ALL = fixture_names()
-DEBUG_PREFIXES = (".debug", ".zdebug")
+DEBUG_PREFIXES = (".debug", ".zdebug", ".gnu.debuglto_")
 
 
 def file_sections(path: str | Path) -> list[dict[str, Any]]:

@@ -16,8 +16,9 @@ from elftools.elf.elffile import ELFFile
 
 from binslim import strip
 from binslim.elf.reader import ElfFile
+from binslim.errors import VerificationError
 from binslim.verifier import static_check
-from testdata.build import Fixture, fixture_names
+from testdata.build import Fixture, FixtureBuildError, fixture_names, insert_padding_page
 from tests.helpers import (
     require_tool,
     run_linked_object,
@@ -88,17 +89,22 @@ def assert_loaded_bytes_unchanged(original: str, stripped: str) -> None:
     sections) only by a multiple of its alignment, so p_offset stays congruent to p_vaddr."""
     before, after = loaded_bytes(original), loaded_bytes(stripped)
     assert [(t, v, a) for t, _, v, a, _ in before] == [(t, v, a) for t, _, v, a, _ in after]
+    with ElfFile(original) as elf:
+        unused = {segment.index for segment in elf.orphan_loads}
     for index, (old_segment, new_segment) in enumerate(zip(before, after)):
         _, old_offset, _, align, old = old_segment
         _, new_offset, _, _, new = new_segment
         assert new_offset <= old_offset and (old_offset - new_offset) % max(1, align) == 0, index
+        if index in unused and not new:
+            continue  # a PT_LOAD nothing refers to, emptied (its p_memsz is compared by static_check)
         old, new = header_masked(original, old, old_offset), header_masked(stripped, new, new_offset)
         # A last segment may end earlier when only zero padding followed its last section.
         assert old[: len(new)] == new, f"segment {index} bytes changed"
         assert old[len(new) :].count(0) == len(old) - len(new), f"segment {index} lost non-zero bytes"
 
 
-@pytest.mark.parametrize("name", ALL)
+# GNU strip's output of a fat LTO object no longer links (test_fat_lto_object_still_links): no reference.
+@pytest.mark.parametrize("name", [name for name in ALL if name != "greet-fat-lto-obj"])
 def test_no_bigger_than_reference_strip(fixtures: dict[str, Fixture], name: str, tmp_path: Path) -> None:
     fixture = fixtures[name]
     ours = tmp_path / "ours"
@@ -385,3 +391,172 @@ def test_go_section_table_inside_a_loaded_segment(
         assert elf.header.e_shoff >= elf.segments_end
         assert elf.read(old_table[0], old_table[1] - old_table[0]) == old_bytes
     assert_loaded_bytes_unchanged(fixture.path, str(ours))
+
+
+def test_padding_pages_between_segments_go(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """hello-c-padded has a page of padding in front of its second PT_LOAD; GNU strip moves the segment
+    down over it, and so must binslim, keeping each p_offset congruent to its p_vaddr."""
+    fixture = fixtures["hello-c-padded"]
+    ours = tmp_path / "ours"
+    strip(fixture.path, ours)
+    reference = reference_strip(fixture, tmp_path / "gnu")
+    plain = tmp_path / "plain"
+    strip(fixtures["hello-c-pie"].path, plain)
+    assert ours.stat().st_size <= reference.stat().st_size
+    assert ours.stat().st_size == plain.stat().st_size  # the page is gone entirely
+    assert_loaded_bytes_unchanged(fixture.path, str(ours))
+    static_check(fixture.path, str(ours), packed=False)
+    assert twin_run(fixtures, "hello-c-padded", ours, tmp_path / "run", fixture.run_args)[0] == 0
+
+
+def _loads(path: str) -> list[tuple[int, int, int, int, int]]:
+    with ElfFile(path) as elf:
+        return [
+            (p.p_offset, p.p_vaddr, p.p_filesz, p.p_memsz, p.p_align) for p in elf.segments if p.p_type == 1
+        ]
+
+
+def test_unused_segments_of_patchelf_are_emptied_safely(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """patchelf leaves stale .dynstr copies in PT_LOADs no section covers. binslim drops their file bytes
+    and keeps the layout valid (p_offset congruent to p_vaddr, p_memsz unchanged); the library still
+    loads. GNU strip's output of the same file no longer loads."""
+    fixture = fixtures["libgreet-patchelf"]
+    with ElfFile(fixture.path) as elf:
+        unused = elf.orphan_loads
+        assert len(unused) >= 2, "patchelf left stale segments"
+        dropped = sorted(elf.segments[index].p_filesz - kept for index, kept in elf.unused_tails.items())
+    ours = tmp_path / "ours.so"
+    result = strip(fixture.path, ours)
+    listed = [r for r in result.removed if r.kind == "unused_segments"]
+    assert sorted(r.size for r in listed) == dropped
+    assert any(r.name.startswith("(unused end of PT_LOAD") for r in listed)  # stale bytes behind .dynamic
+    with ElfFile(str(ours)) as elf:
+        for segment in unused:
+            emptied = elf.segments[segment.index]
+            assert (emptied.p_filesz, emptied.p_memsz, emptied.p_vaddr) == (
+                0,
+                segment.p_memsz,
+                segment.p_vaddr,
+            )
+            assert (emptied.p_offset - emptied.p_vaddr) % emptied.p_align == 0
+            assert emptied.p_offset <= elf.size
+    assert_loaded_bytes_unchanged(fixture.path, str(ours))
+    static_check(fixture.path, str(ours), packed=False)
+    returncode, stdout, stderr = run_with_library(fixtures, "libgreet-patchelf", ours, tmp_path / "ours")
+    assert returncode == 0 and fixture.expected_stdout in stdout, stderr
+
+    gnu = reference_strip(fixture, tmp_path / "gnu.so")
+    assert ours.stat().st_size < gnu.stat().st_size
+    returncode, _, stderr = run_with_library(fixtures, "libgreet-patchelf", gnu, tmp_path / "gnu")
+    assert returncode != 0 and "ELF load command address/offset not page-aligned" in stderr
+
+
+def test_static_check_accepts_only_unused_segments_emptied(
+    fixtures: dict[str, Fixture], tmp_path: Path
+) -> None:
+    fixture = fixtures["libgreet-patchelf"]
+    ours = tmp_path / "ours.so"
+    strip(fixture.path, ours)
+    with ElfFile(fixture.path) as elf:
+        unused = {p.index for p in elf.orphan_loads}
+        used = next(p for p in elf.segments if p.p_type == 1 and p.index not in unused and p.p_offset)
+        layout, phoff = elf.layout, elf.header.e_phoff
+    broken = tmp_path / "broken.so"
+    data = bytearray(ours.read_bytes())
+    struct.pack_into(layout.order + "Q", data, phoff + used.index * layout.phdr.size + 32, 0)  # p_filesz
+    broken.write_bytes(bytes(data))
+    with pytest.raises(VerificationError, match=rf"segment {used.index} \(PT_LOAD\) p_filesz changed"):
+        static_check(fixture.path, str(broken), packed=False)
+
+
+def test_an_object_loses_its_file_symbols_as_with_gnu(tmp_path: Path) -> None:
+    """gcc's crt objects carry no debug info; --strip-debug (all an object gets) still drops their file
+    symbols, as GNU strip does."""
+    gcc = require_tool("gcc")
+    for name in ("crtbegin.o", "crtend.o", "crti.o"):
+        found = _run([gcc, f"-print-file-name={name}"]).stdout.strip()
+        assert os.path.isabs(found), found
+        ours, gnu = tmp_path / f"ours-{name}", tmp_path / f"gnu-{name}"
+        strip(found, ours)
+        assert _run([require_tool("strip"), "--strip-debug", "-o", str(gnu), found]).returncode == 0
+        assert ours.stat().st_size <= gnu.stat().st_size, name
+        symbols = _run([require_tool("readelf"), "-sW", str(ours)]).stdout
+        assert " FILE " not in symbols, name
+    crtbegin = _run([gcc, "-print-file-name=crtbegin.o"]).stdout.strip()
+    assert os.path.getsize(tmp_path / "ours-crtbegin.o") < os.path.getsize(crtbegin)
+
+
+def test_fat_lto_object_still_links(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """A fat LTO object defines a global symbol in its early debug info (.gnu.debuglto_*), which the
+    link-time optimizer's output refers to. binslim keeps those sections; GNU strip's output fails to link."""
+    fixture = fixtures["greet-fat-lto-obj"]
+    ours = tmp_path / "ours.o"
+    result = strip(fixture.path, ours)
+    assert result.saved > 0 and any(".gnu.debuglto_" in m for m in result.messages)
+    returncode, stdout, _ = run_linked_object(fixture, ours, tmp_path)
+    assert returncode == 0 and fixture.expected_stdout in stdout
+    gnu = tmp_path / "gnu.o"
+    assert _run([require_tool("strip"), "--strip-debug", "-o", str(gnu), fixture.path]).returncode == 0
+    (tmp_path / "gnu").mkdir()
+    with pytest.raises(FixtureBuildError, match="undefined reference"):
+        run_linked_object(fixture, gnu, tmp_path / "gnu")
+
+
+def test_usdt_probes_are_kept_unless_removed(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    fixture = fixtures["hello-c-usdt"]
+    kept = strip(fixture.path, tmp_path / "kept")
+    assert ".note.stapsdt" in {n.name for n in kept.kept_notes}
+    notes = _run([require_tool("readelf"), "-n", str(tmp_path / "kept")]).stdout
+    assert (
+        notes.count("stapsdt")
+        == _run([require_tool("readelf"), "-n", fixture.path]).stdout.count("stapsdt")
+        > 0
+    )
+    removed = strip(fixture.path, tmp_path / "removed", remove_sections=[".note.stapsdt"])
+    assert ".note.stapsdt" not in {n.name for n in removed.kept_notes}
+    assert [r.kind for r in removed.removed if r.name == ".note.stapsdt"] == ["notes"]
+    assert "stapsdt" not in _run([require_tool("readelf"), "-n", str(tmp_path / "removed")]).stdout
+
+
+def test_padding_goes_even_when_no_section_does(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """An already stripped file with a padding page between segments still gets smaller: nothing to remove
+    is not the same as nothing to gain."""
+    stripped_once = tmp_path / "once"
+    strip(fixtures["hello-c-pie"].path, stripped_once)
+    padded = tmp_path / "padded"
+    padded.write_bytes(insert_padding_page(stripped_once.read_bytes()))
+    padded.chmod(0o755)
+    ours = tmp_path / "ours"
+    result = strip(padded, ours)
+    assert result.changed and ours.stat().st_size == stripped_once.stat().st_size
+    assert [r.kind for r in result.removed] == ["headers"]
+    assert_loaded_bytes_unchanged(str(padded), str(ours))
+    assert twin_run(fixtures, "hello-c-pie", ours, tmp_path / "run", ("--version",))[0] == 0
+
+
+def test_one_byte_is_one_byte(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    program = tmp_path / "program"
+    program.write_bytes(Path(fixtures["hello-c-pie"].path).read_bytes() + b"!")
+    result = strip(program, tmp_path / "out")
+    assert "overlay of 1 byte after the ELF image kept byte for byte" in result.messages
+
+
+def test_no_negative_figure_in_the_report(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """A stripped program with one 1-byte debug section: linking it to its debug file (.gnu_debuglink) makes
+    the new section table and names larger than the old. A note says so; no figure is negative."""
+    stripped, with_debug = tmp_path / "stripped", tmp_path / "with-debug"
+    assert _run([require_tool("strip"), "-o", str(stripped), fixtures["hello-c-pie"].path]).returncode == 0
+    (tmp_path / "one").write_bytes(b"x")
+    objcopy = [
+        require_tool("objcopy"),
+        "--remove-section",
+        ".comment",
+        "--add-section",
+        f".debug_str={tmp_path / 'one'}",
+    ]
+    assert _run([*objcopy, str(stripped), str(with_debug)]).returncode == 0
+    result = strip(with_debug, tmp_path / "out", keep_debug=tmp_path / "out.debug")
+    assert [(r.kind, r.size) for r in result.removed] == [("debug", 1)]
+    (note,) = [m for m in result.messages if m.startswith("section headers, names and alignment take")]
+    grown = int(note.split(" take ")[1].split(" B ")[0])
+    assert result.saved == 1 - grown < 0

@@ -126,7 +126,9 @@ def test_second_run_changes_nothing(fixtures: dict[str, Fixture], tmp_path: Path
     done = binslim("-r", str(root), "--no-verify")
     assert done.returncode == 0, done.stderr
     assert snapshot(root) == before
-    assert "0 slimmed, 5 skipped (5 already stripped)" in done.stdout
+    # The object keeps its symbol table (so it links): not "already stripped", but nothing to gain.
+    assert "0 slimmed, 5 skipped (4 already stripped, 1 nothing to gain)" in done.stdout
+    assert "B: nothing to gain (an object keeps its symbol table, so it still links)" in done.stdout
 
 
 def test_symlinks_are_not_followed(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
@@ -527,3 +529,17 @@ def test_a_small_tree_runs_without_workers(fixtures: dict[str, Fixture], tmp_pat
     )
     assert "binslim.tree" in loaded
     assert "multiprocessing" not in loaded and "concurrent.futures" not in loaded
+
+
+def test_tree_lines_say_overlay_kept_and_verification_not_run(
+    fixtures: dict[str, Fixture], tmp_path: Path
+) -> None:
+    root = tmp_path / "tree"
+    root.mkdir()
+    shutil.copy2(fixtures["hello-c-overlay"].path, root / "with-overlay")
+    shutil.copy2(fixtures["libgreet"].path, root / "libgreet.so")
+    done = binslim("-r", str(root))
+    assert done.returncode == 0, done.stderr
+    lines = {line.split(":", 1)[0]: line for line in done.stdout.splitlines()}
+    assert "; overlay of 12,288 B kept" in lines[str(root / "with-overlay")]
+    assert "; not run to verify: " in lines[str(root / "libgreet.so")]

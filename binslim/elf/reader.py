@@ -6,10 +6,12 @@ make us read past its end nor allocate more than its own size in header tables.
 
 from __future__ import annotations
 
+import array
 import functools
 import os
 import stat
 import struct
+import sys
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -221,7 +223,7 @@ class ElfFile:
         try:
             return pread_exact(self.fd, size, offset)
         except EOFError as exc:
-            raise self._malformed("file shrank while being read") from exc
+            raise file_error(self.path, "changed while being read") from exc
 
     def read_section(self, section: Section) -> bytes:
         if not section.has_file_bytes:
@@ -483,6 +485,108 @@ class ElfFile:
         if self.read(new_end, end - new_end).count(0) != end - new_end:
             return None
         return segment, new_end
+
+    @functools.cached_property
+    def orphan_loads(self) -> tuple[Segment, ...]:
+        """PT_LOADs whose file bytes nothing uses at all (see unused_tails): they keep no file byte."""
+        return tuple(self.segments[index] for index, kept in self.unused_tails.items() if kept == 0)
+
+    @functools.cached_property
+    def unused_tails(self) -> dict[int, int]:
+        """{segment index: file bytes to keep} for the PT_LOADs of a shared object whose file bytes from
+        some point to their end nothing uses: stale copies of .dynstr/.dynsym/.dynamic that each patchelf run
+        leaves behind, in a segment of their own or behind the sections of one. With p_filesz cut there (0
+        for a segment that keeps nothing) and p_memsz unchanged, the loader maps zero pages instead.
+
+        The bytes kept are those up to the end of the last section, other program header, or section address
+        inside the segment. The dropped part qualifies only when the segment is not the first PT_LOAD and
+        holds no headers, the entry point is not in it, and no aligned word of the file bytes that stay
+        (dynamic tags, relocation offsets and addends, implicit addends, pointers) holds an address inside
+        it. A segment that keeps nothing must also start at an address aligned to its p_align, so that the
+        loader maps no page of the file for it. The scan over-approximates on purpose: a false match only
+        keeps bytes. (Sections overlap the headers only where no candidate's bytes could be named there.)
+        """
+        if self.header.e_type != c.ET_DYN or not self.sections:
+            return {}
+        loads = [p for p in self.segments if p.p_type == c.PT_LOAD]
+        if len(loads) < 2:
+            return {}
+        first = min(loads, key=lambda p: p.p_vaddr)
+        candidates: dict[int, tuple[Segment, int]] = {}
+        for p in loads:
+            if p is first or not p.p_filesz or p.p_memsz < p.p_filesz or p.p_offset < self.header_end:
+                continue
+            used = self._used_end(p)
+            if used >= p.file_end:
+                continue
+            if used == p.p_offset and (p.p_align <= 1 or p.p_vaddr % p.p_align):
+                continue
+            tail = (p.p_vaddr + used - p.p_offset, p.p_vaddr + p.p_filesz)
+            if tail[0] <= self.header.e_entry < tail[1]:
+                continue
+            candidates[p.index] = (p, used)
+        while candidates:
+            hit = self._addresses_into(candidates)
+            if hit is None:
+                break
+            del candidates[hit]  # its bytes stay, and are scanned like the others
+        return {index: used - p.p_offset for index, (p, used) in sorted(candidates.items())}
+
+    def _used_end(self, p: Segment) -> int:
+        """The file offset in PT_LOAD ``p`` past which no section, other program header or section address
+        lies."""
+        used = p.p_offset
+        low, high = p.p_vaddr, p.p_vaddr + p.p_filesz
+        for s in self.sections[1:]:
+            if s.has_file_bytes and s.sh_offset < p.file_end and s.file_end > p.p_offset:
+                used = max(used, min(s.file_end, p.file_end))
+            if s.is_alloc and s.sh_addr < high and s.sh_addr + max(1, s.sh_size) > low:
+                used = max(used, p.p_offset + min(s.sh_addr + max(1, s.sh_size), high) - low)
+        for q in self.segments:
+            if q is p or q.p_type == c.PT_NULL:
+                continue
+            if q.p_filesz and q.p_offset < p.file_end and q.file_end > p.p_offset:
+                used = max(used, min(q.file_end, p.file_end))
+            if q.p_memsz and q.p_vaddr < high and q.p_vaddr + q.p_memsz > low:
+                used = max(used, p.p_offset + min(q.p_vaddr + q.p_memsz, high) - low)
+        return used
+
+    def _addresses_into(self, candidates: dict[int, tuple[Segment, int]]) -> int | None:
+        """The first candidate whose dropped part an aligned word of the loaded sections (and the dynamic
+        segment) points into, or None.
+
+        Everything the loader and the program read lies in sections: dynamic tags, relocations with their
+        offsets and addends, data with its pointers. Bytes no section covers are stale (patchelf leaves old
+        copies of .dynamic there) and are not scanned. Code is scanned only where relocations keep their
+        addends in place (SHT_REL: i386, arm): with RELA, an address that code needs is a relocation
+        addend, and random instruction bytes would only make false matches.
+        """
+        ranges = {
+            index: (p.p_vaddr + used - p.p_offset, p.p_vaddr + p.p_filesz)
+            for index, (p, used) in candidates.items()
+        }
+        scan_code = any(s.sh_type == c.SHT_REL for s in self.sections)
+        spans = [
+            (s.sh_offset, s.file_end)
+            for s in self.sections[1:]
+            if s.is_alloc and s.has_file_bytes and (scan_code or not s.sh_flags & c.SHF_EXECINSTR)
+        ]
+        spans += [(p.p_offset, p.file_end) for p in self.segments if p.p_type == c.PT_DYNAMIC and p.p_filesz]
+        word = self.layout.word_size
+        swap = self.layout.little_endian != (sys.byteorder == "little")
+        for span_start, span_end in sorted(spans):
+            start = span_start + (-span_start) % word
+            end = span_end - (span_end - start) % word
+            while start < end:
+                size = min(end - start, 1 << 22)
+                words = array.array("Q" if word == 8 else "I", self.read(start, size))
+                if swap:
+                    words.byteswap()
+                for index, (low, high) in ranges.items():
+                    if any(low <= value < high for value in words):
+                        return index
+                start += size
+        return None
 
     @functools.cached_property
     def loaded_end(self) -> int:

@@ -7,6 +7,7 @@ symbols name sections by index, relocations and groups name symbols by index.
 from __future__ import annotations
 
 import struct
+import sys
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -250,6 +251,30 @@ def referenced_symbols(elf: ElfFile, symtab: Section, users: Iterable[Section]) 
                 for fields in entry.iter_unpack(chunk[: len(chunk) // entry.size * entry.size])
             )
     return used
+
+
+def sections_defining_globals(elf: ElfFile, symtab: Section) -> set[int]:
+    """Indices of the sections in which ``symtab`` defines a global or weak symbol."""
+    layout = elf.layout
+    sym_struct = struct.Struct(layout.order + ("IBBHQQ" if layout.is64 else "IIIBBH"))
+    info_at, shndx_at = (1, 3) if layout.is64 else (3, 5)
+    xindex = next(
+        (s for s in elf.sections if s.sh_type == c.SHT_SYMTAB_SHNDX and s.sh_link == symtab.index), None
+    )
+    extended = array("I", elf.read_section(xindex)) if xindex is not None else array("I")
+    if xindex is not None and layout.little_endian != (sys.byteorder == "little"):
+        extended.byteswap()
+    found: set[int] = set()
+    index = 0
+    for chunk in elf.iter_section_chunks(symtab._replace(sh_entsize=sym_struct.size)):
+        for fields in sym_struct.iter_unpack(chunk[: len(chunk) // sym_struct.size * sym_struct.size]):
+            shndx = fields[shndx_at]
+            if shndx == c.SHN_XINDEX and index < len(extended):
+                shndx = extended[index]
+            if fields[info_at] >> 4 and 0 < shndx < len(elf.sections):
+                found.add(shndx)
+            index += 1
+    return found
 
 
 def group_members(elf: ElfFile, group: Section) -> tuple[int, list[int]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Callable, NamedTuple
 
 from ..errors import UnsupportedError, file_error
@@ -76,9 +76,9 @@ def build_string_table(names: Iterable[str]) -> tuple[bytes, dict[str, int]]:
 class LoadedBlock(NamedTuple):
     """A run of the input that segments (or the ELF and program headers) cover, copied as one piece.
 
-    Blocks after the first move down when removed sections lay in front of them (as GNU strip moves them);
-    ``new_start`` keeps ``start``'s remainder modulo the block's segment alignment, so every p_offset stays
-    congruent to its p_vaddr and every loaded byte is the same.
+    Each block after the first moves down to the lowest offset past the previous one that keeps ``start``'s
+    remainder modulo the block's segment alignment (as GNU strip moves segments), so every p_offset stays
+    congruent to its p_vaddr and every loaded byte is the same; the padding between segments goes.
     """
 
     start: int
@@ -98,30 +98,45 @@ class LoadedBlock(NamedTuple):
         return self.start <= start and end <= self.end
 
 
-def loaded_blocks(elf: ElfFile, kept_indices: Collection[int]) -> list[LoadedBlock]:
-    """The blocks of loaded bytes, placed for an output that keeps only ``kept_indices``."""
-    ranges = sorted([(0, elf.header_end)] + [(p.p_offset, p.file_end) for p in elf.segments if p.p_filesz])
+class EmptiedSegment(NamedTuple):
+    """A PT_LOAD whose file bytes the output drops from some point on (see ElfFile.unused_tails): p_filesz
+    becomes ``filesz``; p_memsz stays, so the address space does too. One that keeps nothing gets the
+    p_offset ``new_offset``, still congruent to p_vaddr; the others (``new_offset`` -1) move with their
+    block."""
+
+    index: int  # type: ignore[assignment]  # the segment's number; shadows tuple.index on purpose
+    size: int  # the file bytes dropped
+    new_offset: int
+    filesz: int
+
+
+def loaded_blocks(elf: ElfFile) -> tuple[tuple[LoadedBlock, ...], tuple[EmptiedSegment, ...]]:
+    """The blocks of loaded bytes placed for the output, and the segments whose unused ends it drops."""
+    tails = elf.unused_tails
+    ranges = sorted(
+        [(0, elf.header_end)]
+        + [
+            (p.p_offset, p.p_offset + tails.get(p.index, p.p_filesz))
+            for p in elf.segments
+            if p.p_filesz and tails.get(p.index) != 0
+        ]
+    )
     merged: list[list[int]] = []
     for start, end in ranges:
         if merged and start <= merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], end)
         else:
             merged.append([start, end])
-    merged[-1][1] = elf.loaded_end  # less a last segment's zero padding
-    removed = [
-        (s.sh_offset, s.file_end) for s in elf.sections if s.index not in kept_indices and s.has_file_bytes
-    ]
-    pieces = [merged[0]]
-    for start, end in merged[1:]:
-        gap_start = pieces[-1][1]
-        # Split only where removed bytes lie between segments, and never behind the program headers.
-        if pieces[0][1] >= elf.header_end and any(r0 < start and r1 > gap_start for r0, r1 in removed):
-            pieces.append([start, end])
-        else:
-            pieces[-1][1] = end
+    if merged[-1][0] < elf.loaded_end:
+        merged[-1][1] = min(merged[-1][1], elf.loaded_end)  # less a last segment's zero padding
+    if merged[0][1] < elf.header_end:
+        # The program headers lie behind other bytes (a table at the end of the file): they name every
+        # segment's offset, so nothing moves and nothing is dropped.
+        merged = [[0, max(end for _, end in merged)]]
+        tails = {}
     blocks: list[LoadedBlock] = []
     position = 0
-    for start, end in pieces:
+    for start, end in merged:
         inside = [p for p in elf.segments if p.p_filesz and start <= p.p_offset < end]
         alignment = max(
             [p.p_align for p in inside if p.p_type == c.PT_LOAD] or [p.p_align for p in inside] or [1]
@@ -130,7 +145,17 @@ def loaded_blocks(elf: ElfFile, kept_indices: Collection[int]) -> list[LoadedBlo
         new_start = start if not blocks else position + (start - position) % alignment
         blocks.append(LoadedBlock(start, end, new_start, alignment))
         position = new_start + end - start
-    return blocks
+    emptied = []
+    for index, kept in sorted(tails.items()):
+        segment = elf.segments[index]
+        new_offset = -1
+        if not kept:
+            before = [b for b in blocks if b.start <= segment.p_offset]
+            # Inside the file, at or below the previous block's end: with no file bytes it overlaps nothing.
+            align = segment.p_align
+            new_offset = before[-1].new_end // align * align + segment.p_vaddr % align
+        emptied.append(EmptiedSegment(index, segment.p_filesz - kept, new_offset, kept))
+    return tuple(blocks), tuple(emptied)
 
 
 class LayoutPlan(NamedTuple):
@@ -142,6 +167,7 @@ class LayoutPlan(NamedTuple):
     names: bytes
     name_offsets: dict[str, int]
     blocks: tuple[LoadedBlock, ...]
+    emptied: tuple[EmptiedSegment, ...]
 
 
 def plan_size(elf: ElfFile, sections: Sequence[OutputSection]) -> int:
@@ -151,7 +177,7 @@ def plan_size(elf: ElfFile, sections: Sequence[OutputSection]) -> int:
 
 def plan_layout(elf: ElfFile, sections: Sequence[OutputSection]) -> LayoutPlan:
     """Give every output section its offset, and place the loaded blocks, names and section table."""
-    blocks = loaded_blocks(elf, {s.original.index for s in sections})
+    blocks, emptied = loaded_blocks(elf)
     position = blocks[-1].new_end
     shstrndx = elf.header.e_shstrndx
     body = [s for s in sections if s.original.index not in (0, shstrndx)]
@@ -175,7 +201,7 @@ def plan_layout(elf: ElfFile, sections: Sequence[OutputSection]) -> LayoutPlan:
     table_offset = align_up(position, elf.layout.word_size)
     position = table_offset + len(sections) * elf.layout.shdr.size
     return LayoutPlan(
-        position + elf.overlay_size, names_offset, table_offset, names, name_offsets, tuple(blocks)
+        position + elf.overlay_size, names_offset, table_offset, names, name_offsets, blocks, emptied
     )
 
 
@@ -258,6 +284,14 @@ def write_layout(
 
     _patch_zero_tail(elf, dst_fd)
     _patch_segment_offsets(elf, dst_fd, blocks)
+    zero_tail = elf.zero_tail
+    for segment in plan.emptied:
+        if segment.new_offset >= 0:
+            _patch_offset(elf, dst_fd, segment.index, segment.new_offset)
+        filesz = segment.filesz
+        if zero_tail is not None and zero_tail[0].index == segment.index:
+            filesz = min(filesz, zero_tail[1] - zero_tail[0].p_offset)
+        _patch_filesz(elf, dst_fd, segment.index, filesz)
     _patch_section_table_fields(
         elf,
         dst_fd,
@@ -355,13 +389,17 @@ def _patch_section_table_fields(elf: ElfFile, fd: int, shoff: int, shnum: int, s
 
 def _patch_segment_offsets(elf: ElfFile, fd: int, blocks: Sequence[LoadedBlock]) -> None:
     """Point the program headers of moved blocks at their new place (the table itself is in block 0)."""
-    layout = elf.layout
-    at, fmt = (8, "Q") if layout.is64 else (4, "I")  # p_offset
     for segment in elf.segments:
         block = next((b for b in blocks if b.start <= segment.p_offset < b.end), None)
         if block is not None and block.delta and segment.p_filesz:
-            entry = elf.header.e_phoff + segment.index * layout.phdr.size
-            write_all(fd, struct.pack(layout.order + fmt, segment.p_offset + block.delta), entry + at)
+            _patch_offset(elf, fd, segment.index, segment.p_offset + block.delta)
+
+
+def _patch_offset(elf: ElfFile, fd: int, segment_index: int, offset: int) -> None:
+    layout = elf.layout
+    at, fmt = (8, "Q") if layout.is64 else (4, "I")  # p_offset
+    entry = elf.header.e_phoff + segment_index * layout.phdr.size
+    write_all(fd, struct.pack(layout.order + fmt, offset), entry + at)
 
 
 def _patch_filesz(elf: ElfFile, fd: int, segment_index: int, filesz: int) -> None:

@@ -12,11 +12,12 @@ import shutil
 import struct
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from .. import fileops
 from ..elf.constants import EM_386, EM_X86_64, ET_DYN, ET_EXEC
 from ..elf.kind import ElfKind, host_arch, read_kind
 from ..errors import ToolFailedError, UnsupportedError, file_error
@@ -137,7 +138,9 @@ class Stage:
 
     def __init__(self, binaries: Sequence[str], name: str) -> None:
         self.name = name
-        self._base = tempfile.mkdtemp(prefix="binslim-verify-")
+        # Locked while in use, so a folder a killed run left behind is removed by the next one.
+        self._scratch = ExitStack()
+        self._base = self._scratch.enter_context(fileops.scratch_dir("binslim-verify-"))
         self._binaries = list(binaries)
         self.path = os.path.join(self._base, "run")
         self._twins = [os.path.join(self._base, f"twin{index}") for index in range(len(binaries))]
@@ -168,7 +171,7 @@ class Stage:
                 self._fill(index)
 
     def close(self) -> None:
-        shutil.rmtree(self._base, ignore_errors=True)
+        self._scratch.close()
 
     def __enter__(self) -> Stage:
         return self

@@ -100,6 +100,7 @@ def check(original: str, result: str, *, packed: bool) -> ElfFacts:
     if len(before.segments) != len(after.segments):
         raise fail(f"number of program headers changed: {len(before.segments)}→{len(after.segments)}")
     trimmed: list[int] = []
+    unused: dict[int, int] | None = None
     for index, (old_seg, new_seg) in enumerate(zip(before.segments, after.segments)):
         for field in _SEGMENT_FIELDS:
             if old_seg[field] == new_seg[field]:
@@ -107,6 +108,12 @@ def check(original: str, result: str, *, packed: bool) -> ElfFacts:
             if field == "p_filesz" and _trims_zeros_only(before, old_seg, new_seg):
                 trimmed.append(index)
                 continue
+            if field == "p_filesz" and new_seg[field] < old_seg[field]:
+                if unused is None:
+                    unused = _unused_tails(before.path)
+                if index in unused and _drops_unused_only(before, old_seg, new_seg, unused[index]):
+                    trimmed.append(index)  # nothing refers to the dropped bytes; p_memsz is unchanged
+                    continue
             if field == "p_offset" and (new_seg[field] - old_seg[field]) % max(1, old_seg["p_align"]) == 0:
                 continue  # moved down over removed sections, still congruent to p_vaddr; bytes compared below
             raise fail(
@@ -115,6 +122,25 @@ def check(original: str, result: str, *, packed: bool) -> ElfFacts:
             )
     _compare_segment_bytes(before, after, trimmed, fail)
     return before
+
+
+def _unused_tails(original: str) -> dict[int, int]:
+    """{segment: file bytes to keep} of the PT_LOADs whose ends the strip engine may drop
+    (ElfFile.unused_tails), judged afresh from the original."""
+    from ..elf.reader import ElfFile
+
+    with ElfFile(original) as elf:
+        return dict(elf.unused_tails)
+
+
+def _drops_unused_only(facts: ElfFacts, old_seg: dict[str, Any], new_seg: dict[str, Any], kept: int) -> bool:
+    """The segment keeps at least its used bytes, and whatever else it lost is zeros."""
+    new_size = new_seg["p_filesz"]
+    if new_size >= kept:
+        return bool(new_size < old_seg["p_filesz"])
+    with open(facts.path, "rb") as handle:
+        dropped = _read_at(handle, old_seg["p_offset"] + new_size, kept - new_size)
+    return bool(dropped.count(0) == kept - new_size)
 
 
 def _trims_zeros_only(facts: ElfFacts, old_seg: dict[str, Any], new_seg: dict[str, Any]) -> bool:
