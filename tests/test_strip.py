@@ -560,3 +560,29 @@ def test_no_negative_figure_in_the_report(fixtures: dict[str, Fixture], tmp_path
     (note,) = [m for m in result.messages if m.startswith("section headers, names and alignment take")]
     grown = int(note.split(" take ")[1].split(" B ")[0])
     assert result.saved == 1 - grown < 0
+
+
+def test_a_segment_something_points_into_keeps_its_bytes(
+    fixtures: dict[str, Fixture], tmp_path: Path
+) -> None:
+    """The same library with one dynamic-section word holding an address inside an unused segment: that
+    segment is no longer unused, and keeps its bytes."""
+    fixture = fixtures["libgreet-patchelf"]
+    with ElfFile(fixture.path) as elf:
+        target = elf.orphan_loads[0]
+        dynamic = next(s for s in elf.sections if s.sh_type == 6)  # SHT_DYNAMIC
+        entries = elf.read_section(dynamic)
+        order = elf.layout.order
+    last = len(entries) - 16
+    assert struct.unpack_from(order + "qQ", entries, last) == (0, 0), "a trailing DT_NULL to write into"
+    data = bytearray(Path(fixture.path).read_bytes())
+    struct.pack_into(order + "Q", data, dynamic.sh_offset + last + 8, target.p_vaddr + 16)
+    pointed = tmp_path / "libgreet.so"
+    pointed.write_bytes(bytes(data))
+    with ElfFile(str(pointed)) as elf:
+        assert target.index not in elf.unused_tails
+    ours = tmp_path / "ours.so"
+    strip(pointed, ours)
+    with ElfFile(str(ours)) as elf:
+        assert elf.segments[target.index].p_filesz == target.p_filesz
+    static_check(str(pointed), str(ours), packed=False)

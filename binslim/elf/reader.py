@@ -552,24 +552,26 @@ class ElfFile:
         return used
 
     def _addresses_into(self, candidates: dict[int, tuple[Segment, int]]) -> int | None:
-        """The first candidate whose dropped part an aligned word of the loaded sections (and the dynamic
-        segment) points into, or None.
+        """The first candidate whose dropped part an address in the file points into, or None.
 
-        Everything the loader and the program read lies in sections: dynamic tags, relocations with their
-        offsets and addends, data with its pointers. Bytes no section covers are stale (patchelf leaves old
-        copies of .dynamic there) and are not scanned. Code is scanned only where relocations keep their
-        addends in place (SHT_REL: i386, arm): with RELA, an address that code needs is a relocation
-        addend, and random instruction bytes would only make false matches.
+        In a shared object every address the loader or the program reads from memory is a dynamic tag, a
+        symbol value, or a relocation (its offset, and its addend: the program sees that address once
+        relocated), so with RELA relocations the words of .dynamic, .dynsym and the relocation sections are
+        scanned. Where addends stay in place (SHT_REL: i386, arm; SHT_RELR), every loaded section is
+        scanned, code included. Bytes no section covers are stale (patchelf leaves old copies of .dynamic
+        there) and are not scanned.
         """
         ranges = {
             index: (p.p_vaddr + used - p.p_offset, p.p_vaddr + p.p_filesz)
             for index, (p, used) in candidates.items()
         }
-        scan_code = any(s.sh_type == c.SHT_REL for s in self.sections)
+        in_place = any(s.sh_type in (c.SHT_REL, c.SHT_RELR) for s in self.sections)
         spans = [
             (s.sh_offset, s.file_end)
             for s in self.sections[1:]
-            if s.is_alloc and s.has_file_bytes and (scan_code or not s.sh_flags & c.SHF_EXECINSTR)
+            if s.is_alloc
+            and s.has_file_bytes
+            and (in_place or s.sh_type in (c.SHT_DYNAMIC, c.SHT_DYNSYM, c.SHT_RELA))
         ]
         spans += [(p.p_offset, p.file_end) for p in self.segments if p.p_type == c.PT_DYNAMIC and p.p_filesz]
         word = self.layout.word_size
