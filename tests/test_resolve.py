@@ -263,3 +263,21 @@ def test_malformed_caches_are_refused(data: bytes) -> None:
 
 def test_missing_cache_is_none(tmp_path: Path) -> None:
     assert read_cache(tmp_path / "ld.so.cache") is None
+
+
+def test_nodefaultlib_skips_the_cache_and_the_default_folders(
+    fixtures: dict[str, Fixture], tmp_path: Path
+) -> None:
+    """-z nodefaultlib (DF_1_NODEFLIB): libc.so.6 is then found only through the search paths, as ldd
+    agrees."""
+    program = _build(tmp_path, "usegreet-nodeflib", "-Wl,-z,nodefaultlib", f"-Wl,-rpath,{FIXTURE_DIR}")
+    assert read_dynamic(program).nodeflib
+    with pytest.raises(MissingLibraryError, match=r"libc\.so\.6 \(needed by usegreet-nodeflib\) not found"):
+        resolve(program)
+    out = subprocess.run(["ldd", program], capture_output=True, text=True, timeout=60, check=False).stdout
+    assert re.search(r"libc\.so\.6 => not found", out)
+    libc_dir = os.path.dirname(next(p for p in ldd_paths("/usr/bin/jq") if p.endswith("/libc.so.6")))
+    config = search_config(c.EM_X86_64, True, library_path=(libc_dir,))
+    assert set(resolve(program, config).paths) == ldd_paths(
+        program, {**os.environ, "LD_LIBRARY_PATH": libc_dir}
+    )
