@@ -21,7 +21,15 @@ from typing import Any
 
 from .elf.dynamic import read_dynamic
 from .elf.kind import read_kind
-from .errors import BinslimError, NotELFError, UnsupportedError, VerificationError, file_error
+from .elf.ldcache import CACHE_PATH
+from .errors import (
+    BinslimError,
+    NotELFError,
+    ToolNotFoundError,
+    UnsupportedError,
+    VerificationError,
+    file_error,
+)
 from .options import SlimOptions
 from .resolve import ProgramDeps, SearchConfig, resolve, search_config
 from .runner import Completed, Runner, run
@@ -145,6 +153,7 @@ class BundleOptions:
     auto_dlopen: bool = True
     library_path: Sequence[str] = ()
     keep_section_headers: bool = False
+    ld_cache: str = CACHE_PATH  # the ld.so.cache the resolution reads (another one: for tests)
     upx: bool = False
     verify: bool = True
     verify_args: Sequence[str] = ("--version",)
@@ -170,6 +179,7 @@ def bundle(
     auto_dlopen: bool = True,
     library_path: Sequence[str] = (),
     keep_section_headers: bool = False,
+    ld_cache: str = CACHE_PATH,
     upx: bool = False,
     verify: bool = True,
     verify_args: Sequence[str] = ("--version",),
@@ -189,7 +199,8 @@ def bundle(
     strips at the default level. ``upx``: pack the executables. ``verify``: run each program in the root with
     ``verify_args`` (or ``verify_cmd SCRIPT``, given a launcher for each side) and compare it with the
     original; a difference raises VerificationError (exit code 3) and nothing is installed.
-    ``source_date_epoch``: the time of every tar entry (default: $SOURCE_DATE_EPOCH, else 0)."""
+    ``source_date_epoch``: the time of every tar entry (default: $SOURCE_DATE_EPOCH, else 0). ``ld_cache``:
+    the ld.so.cache the resolution reads."""
     if source_date_epoch is None and os.environ.get("SOURCE_DATE_EPOCH", "").strip():
         try:
             source_date_epoch = int(os.environ["SOURCE_DATE_EPOCH"])
@@ -203,6 +214,7 @@ def bundle(
         auto_dlopen=auto_dlopen,
         library_path=tuple(library_path),
         keep_section_headers=keep_section_headers,
+        ld_cache=ld_cache,
         upx=upx,
         verify=verify,
         verify_args=tuple(verify_args),
@@ -244,6 +256,7 @@ def bundle_with(programs: Sequence[str], output: str, options: BundleOptions) ->
         root = os.path.join(stage, "root")
         os.mkdir(root, 0o755)
         files = _materialize(plan, root, options)
+        files = sorted(files + _root_cache(deps, config, root, options), key=lambda f: f.path)
         checks: list[ProgramCheck] = []
         if options.verify:
             for program in programs:
@@ -390,7 +403,13 @@ def _check_target(output: str, as_tar: bool) -> None:
 
 def _config_for(program: str, options: BundleOptions) -> SearchConfig:
     kind = read_kind(program)
-    return search_config(kind.e_machine, kind.is64, e_flags=kind.e_flags, library_path=options.library_path)
+    return search_config(
+        kind.e_machine,
+        kind.is64,
+        e_flags=kind.e_flags,
+        library_path=options.library_path,
+        cache_path=options.ld_cache,
+    )
 
 
 def _resolve_program(program: str, options: BundleOptions) -> ProgramDeps:
@@ -399,7 +418,13 @@ def _resolve_program(program: str, options: BundleOptions) -> ProgramDeps:
         raise file_error(
             program, f"is a {kind.description}, not a program (add it with --include)", UnsupportedError
         )
-    config = search_config(kind.e_machine, kind.is64, e_flags=kind.e_flags, library_path=options.library_path)
+    config = search_config(
+        kind.e_machine,
+        kind.is64,
+        e_flags=kind.e_flags,
+        library_path=options.library_path,
+        cache_path=options.ld_cache,
+    )
     return resolve(program, config)
 
 
@@ -611,6 +636,45 @@ def _materialize(plan: _Plan, root: str, options: BundleOptions) -> list[BundleF
     return files
 
 
+def _root_cache(
+    deps: Sequence[ProgramDeps], config: SearchConfig, root: str, options: BundleOptions
+) -> list[BundleFile]:
+    """An /etc/ld.so.cache for the root when a library was found through the host's cache in a folder the
+    loader does not search by default (/usr/local/lib, a CUDA folder): without it the loader would not find
+    it there. ldconfig writes it from a temporary ld.so.conf in the root, which is removed afterwards."""
+    defaults = {os.path.normpath(d) for d in config.default_dirs}
+    extra = sorted(
+        {
+            os.path.dirname(obj.path)
+            for program_deps in deps
+            for obj in program_deps.objects
+            if obj.found_via == "ld.so.cache" and os.path.normpath(os.path.dirname(obj.path)) not in defaults
+        }
+    )
+    if not extra:
+        return []
+    ldconfig = shutil.which("ldconfig") or next(
+        (p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig") if os.path.exists(p)), None
+    )
+    if ldconfig is None:
+        raise ToolNotFoundError(f"ldconfig not found: the root needs an ld.so.cache for {', '.join(extra)}")
+    etc = os.path.join(root, "etc")
+    os.makedirs(etc, 0o755, exist_ok=True)
+    conf = os.path.join(etc, "ld.so.conf")
+    with open(conf, "w", encoding="utf-8") as handle:
+        handle.write("".join(folder + "\n" for folder in extra))
+    try:
+        # -X: leave the SONAME links as they were copied; -r: read and write inside the root.
+        run([ldconfig, "-X", "-r", root], timeout=120.0, check=True)
+    finally:
+        os.remove(conf)
+    cache = os.path.join(etc, "ld.so.cache")
+    reason = f"the loader finds libraries in {', '.join(extra)} only through it"
+    return [
+        BundleFile("/etc/ld.so.cache", "file", None, None, 0, os.path.getsize(cache), "generated", (reason,))
+    ]
+
+
 def _is_elf(path: str) -> bool:
     with open(path, "rb") as handle:
         return handle.read(4) == b"\x7fELF"
@@ -682,15 +746,16 @@ def _compare_in_root(program: str, root: str, in_root: str, options: BundleOptio
             before = once(original_cmd)
         except BinslimError as exc:
             return ProgramCheck(program, in_root, method, False, None, f"the original cannot be run: {exc}")
+        if before.returncode == 127 and b"error while loading shared libraries" in before.stderr:
+            # Nothing to compare with: the original stops in the loader (LD_LIBRARY_PATH in verify_env helps).
+            loader_error = before.stderr.decode("utf-8", "replace").strip().splitlines()[0]
+            reason = f"the original cannot load its libraries here ({loader_error})"
+            return ProgramCheck(program, in_root, method, False, None, reason)
         after = once(root_cmd)
         differs = difference(before, after, options.verify_timeout, ("original", "root"))
         if differs is not None:
             return ProgramCheck(program, in_root, method, True, False, differs)
         reason = describe_same(before)
-        if before.returncode == 127 and b"error while loading shared libraries" in before.stderr:
-            return ProgramCheck(
-                program, in_root, method, False, None, "the original cannot load its libraries here"
-            )
         original_ms = [before.seconds * 1000.0]
         root_ms = [after.seconds * 1000.0]
         for _ in range(max(0, options.verify_runs - 1)):

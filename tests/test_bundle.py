@@ -381,3 +381,33 @@ def test_loader_fallback_without_chroot_or_namespaces(
     monkeypatch.setattr(bundler, "_userns_works", lambda unshare: False)
     result = bundle([jq], tmp_path / "root")
     assert result.checks[0].method == "loader" and result.checks[0].same_behaviour is True
+
+
+def test_a_library_found_only_through_the_cache_gets_a_cache_in_the_root(
+    fixtures: dict[str, Fixture], tmp_path: Path
+) -> None:
+    """libgreet.so sits in a folder the loader searches only through ld.so.cache (as /usr/local/lib or a
+    CUDA folder): the root then gets its own ld.so.cache, written by ldconfig, and the program runs."""
+    ldconfig = require_tool("ldconfig")
+    gcc = require_tool("gcc")
+    lib_dir = tmp_path / "opt-lib"
+    lib_dir.mkdir()
+    shutil.copy(fixtures["libgreet"].path, lib_dir / "libgreet.so")
+    conf, cache = tmp_path / "ld.so.conf", tmp_path / "ld.so.cache"
+    conf.write_text(f"{lib_dir}\n")
+    subprocess.run([ldconfig, "-X", "-C", str(cache), "-f", str(conf)], check=True, timeout=120)
+    program = tmp_path / "usegreet-plain"
+    subprocess.run(
+        [gcc, "-O1", f"-I{C_SOURCES}", "-o", str(program), str(C_SOURCES / "usegreet.c"),
+         f"-L{lib_dir}", "-lgreet"],
+        check=True, timeout=120,
+    )  # fmt: skip
+    result = bundle([str(program)], tmp_path / "root", verify_args=(), ld_cache=str(cache))
+    # The host's own cache does not list the folder, so the original cannot run here to compare with.
+    (check,) = result.checks
+    assert check.ran is False and "cannot load its libraries" in check.reason
+    generated = next(f for f in result.files if f.path == "/etc/ld.so.cache")
+    assert generated.action == "generated" and str(lib_dir) in generated.reasons[0]
+    assert not (tmp_path / "root" / "etc" / "ld.so.conf").exists()
+    assert b"Hello, world!" in chroot_run(tmp_path / "root", str(program)).stdout
+    assert result.total_bytes == regular_bytes(tmp_path / "root")
