@@ -70,16 +70,18 @@ def run(argv: list[str], stdin: bytes = b"") -> subprocess.CompletedProcess[byte
 
 
 def in_root(root: Path, case: Case) -> subprocess.CompletedProcess[bytes]:
-    proc = root / "proc"
-    made = not proc.exists()
-    if made:
-        proc.mkdir()
+    """Run the case in ``root`` with /proc and /dev, as a container engine (and binslim's check) runs it."""
+    from binslim.bundler import in_root_command
+
+    made = [path for path in (root / "proc", root / "dev") if not path.exists()]
+    for path in made:
+        path.mkdir()
     try:
-        argv = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", f"--root={root}", case.program]
-        return run([*argv, *case.args], case.stdin)
+        command = in_root_command(str(root), case.program) or []
+        return run(["unshare", "--mount", "--pid", "--fork", *command, *case.args], case.stdin)
     finally:
-        if made:
-            proc.rmdir()
+        for path in made:
+            path.rmdir()
 
 
 def tree_bytes(root: Path) -> int:

@@ -39,6 +39,25 @@ SCHEMA = 1
 _MAX_LINK_DEPTH = 40  # as the kernel's ELOOP limit
 _CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 _ZONEINFO = "/usr/share/zoneinfo"
+# sh -c IN_ROOT_SCRIPT NAME ROOT MOUNT CHROOT PROGRAM ARGS...: run the program chrooted into ROOT with /proc
+# and /dev, inside a fresh mount and PID namespace (see _launcher).
+IN_ROOT_SCRIPT = (
+    'set -e; root=$1; mount=$2; chroot=$3; shift 3; "$mount" -t proc proc "$root/proc";'
+    ' "$mount" --rbind /dev "$root/dev"; exec "$chroot" "$root" "$@"'
+)
+
+
+def in_root_command(root: str, program: str) -> list[str] | None:
+    """sh running IN_ROOT_SCRIPT for ``program`` in ``root`` (to run inside ``unshare --mount --pid
+    --fork``); None without sh, mount or chroot."""
+    tools = [shutil.which(name, path=_SYSTEM_PATH) for name in ("sh", "mount", "chroot")]
+    if None in tools:
+        return None
+    sh, mount, chroot = (str(tool) for tool in tools)
+    return [sh, "-c", IN_ROOT_SCRIPT, "binslim-root", root, mount, chroot, program]
+
+
+_SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Imports that make glibc read /etc/nsswitch.conf and the passwd/group/hosts databases at run time.
 NSS_SYMBOLS = frozenset(
     {
@@ -715,15 +734,17 @@ def _set_times(root: str, mtime: int) -> None:
 def _verify_in_root(program: str, root: str, options: BundleOptions) -> ProgramCheck:
     # The program's path as given works inside the root too: every symlink on the way was copied.
     in_root = os.path.abspath(program)
-    proc = os.path.join(root, "proc")
-    made_proc = not os.path.lexists(proc)
-    if made_proc:
-        os.mkdir(proc, 0o555)  # the mount point, only while the runs last
+    # The mount points, only while the runs last.
+    made = [
+        path for path in (os.path.join(root, "proc"), os.path.join(root, "dev")) if not os.path.lexists(path)
+    ]
+    for path in made:
+        os.mkdir(path, 0o755)
     try:
         return _compare_in_root(program, root, in_root, options)
     finally:
-        if made_proc:
-            os.rmdir(proc)
+        for path in made:
+            os.rmdir(path)
 
 
 def _compare_in_root(program: str, root: str, in_root: str, options: BundleOptions) -> ProgramCheck:
@@ -774,17 +795,19 @@ def _launcher(root: str, in_root: str) -> tuple[str, list[str]]:
     """How to run ``in_root`` with ``root`` as its whole filesystem: chroot as root, else a user namespace,
     else the root's own loader told to look only inside it.
 
-    Container engines mount /proc, and glibc needs it: the loader finds the program's $ORIGIN through
-    /proc/self/exe. So the chroot is unshare's (its own mount and PID namespaces, proc mounted on the root's
-    /proc, all gone when the run ends); plain chroot(8) only where there is no unshare."""
-    unshare = shutil.which("unshare")
-    isolated = ["--mount", "--pid", "--fork", "--mount-proc", f"--root={root}", in_root]
+    Container engines give a program /proc and /dev, and programs need them: the loader finds the program's
+    $ORIGIN through /proc/self/exe, git opens /dev/null. So the chroot runs in its own mount and PID
+    namespaces (unshare), with proc mounted on the root's /proc and the host's /dev bound on its /dev, all
+    gone when the run ends; plain chroot(8) only where there is no unshare."""
+    unshare = shutil.which("unshare", path=_SYSTEM_PATH)
+    command = in_root_command(root, in_root)
+    isolated = ["--mount", "--pid", "--fork", *(command or [])]
     if os.geteuid() == 0:
-        if unshare:
+        if unshare and command:
             return "chroot", [unshare, *isolated]
         if shutil.which("chroot"):
             return "chroot", [shutil.which("chroot") or "chroot", root, in_root]
-    if unshare and _userns_works(unshare):
+    if unshare and command and _userns_works(unshare):
         return "user namespace", [unshare, "--map-root-user", *isolated]
     interp = read_dynamic(os.path.join(root, in_root.lstrip("/"))).interpreter
     if interp is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import binslim
-from binslim.bundler import BundleResult, bundle
+from binslim.bundler import BundleResult, bundle, in_root_command
 from binslim.errors import BinslimError, VerificationError
 from binslim.resolve import resolve
 from testdata.build import Fixture
@@ -48,13 +48,16 @@ def c_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def chroot_run(root: Path | str, *argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    """Run ``argv`` with ``root`` as its whole filesystem and /proc mounted, as a container engine runs it
-    (the loader reads /proc/self/exe for the program's $ORIGIN)."""
-    proc = Path(root) / "proc"
-    proc.mkdir()
+    """Run ``argv`` with ``root`` as its whole filesystem and /proc and /dev mounted, as a container engine
+    runs it (the loader reads /proc/self/exe for the program's $ORIGIN)."""
+    command = in_root_command(str(root), argv[0])
+    assert command is not None, "sh, mount and chroot are part of every Debian system"
+    mount_points = [Path(root) / "proc", Path(root) / "dev"]
+    for path in mount_points:
+        path.mkdir()
     try:
         return subprocess.run(
-            [require_tool("unshare"), "--mount", "--pid", "--fork", "--mount-proc", f"--root={root}", *argv],
+            [require_tool("unshare"), "--mount", "--pid", "--fork", *command, *argv[1:]],
             input=stdin,
             capture_output=True,
             timeout=60,
@@ -62,7 +65,8 @@ def chroot_run(root: Path | str, *argv: str, stdin: bytes = b"") -> subprocess.C
             check=False,
         )
     finally:
-        proc.rmdir()
+        for path in mount_points:
+            path.rmdir()
 
 
 def host_run(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
@@ -411,3 +415,12 @@ def test_a_library_found_only_through_the_cache_gets_a_cache_in_the_root(
     assert not (tmp_path / "root" / "etc" / "ld.so.conf").exists()
     assert b"Hello, world!" in chroot_run(tmp_path / "root", str(program)).stdout
     assert result.total_bytes == regular_bytes(tmp_path / "root")
+
+
+def test_runs_in_the_root_get_dev_and_proc_as_in_a_container(tmp_path: Path) -> None:
+    """git opens /dev/null first thing: the root's run has the host's /dev bound in, and neither /dev nor
+    /proc is left in the root afterwards."""
+    git = require_tool("git")
+    result = bundle([git], tmp_path / "root", verify_args=("--version",))
+    assert result.checks[0].same_behaviour is True, result.checks[0].reason
+    assert not (tmp_path / "root" / "dev").exists() and not (tmp_path / "root" / "proc").exists()
