@@ -134,85 +134,115 @@ def verify(
     except CannotRun as cannot:
         return VerifyResult(ran=False, args=args, same_behaviour=None, reason=cannot.reason)
     with Stage([original, result], os.path.basename(original)) as stage:
-        binary = f"./{stage.name}"
-        if verify_cmd is None:
-            command = [*launch.prefix, binary, *args]
-            cmd_launch = launch
-        else:
-            command = [os.path.abspath(verify_cmd), os.path.join(stage.path, stage.name)]
-            cmd_launch = Launch(
-                (), {**launch.env, **({"BINSLIM_QEMU": launch.prefix[0]} if launch.prefix else {})}
-            )
+        job = _Job(stage, launch, args, verify_cmd, timeout, runner)
+        compared = _compare_behaviour(job)
+        if isinstance(compared, VerifyResult):
+            return compared
+        reference, same = compared
+        return _time_startup(job, reference, same, runs) if measure else same
 
-        def side_run(side: int) -> Completed:
-            return run_in_stage(stage, side, command, cmd_launch, timeout=timeout, runner=runner)
 
-        subject = "" if verify_cmd is None else f"{os.path.basename(verify_cmd)}: "
-        try:
-            reference = side_run(0)
-            again = side_run(0)
-        except ToolFailedError as exc:
-            if verify_cmd is not None:
-                raise
-            return VerifyResult(
-                ran=False, args=args, same_behaviour=None, reason=f"the original cannot be run: {exc}"
-            )
-        variation = compare.difference(reference, again, timeout, ("first run", "second run"))
-        if variation is not None:
-            return _varies(args, subject + compare.varies(f"first→second run: {variation}", verify_cmd))
-        if reference.returncode == 127 and b"error while loading shared libraries" in reference.stderr:
-            # The original stopped in the dynamic loader: it never ran, so nothing was compared.
-            loader_error = reference.stderr.decode("utf-8", "replace").strip().splitlines()[0]
-            reason = f"the original cannot load its libraries here ({loader_error}): pass {LIBRARY_HINT}"
-            return VerifyResult(ran=False, args=args, same_behaviour=None, reason=reason)
-        try:
-            after = side_run(1)
-        except ToolFailedError as exc:
-            if verify_cmd is not None:
-                raise
-            code = compare.exit_code(reference.returncode)
-            reason = f"the result cannot be run ({exc}); the original exited with {code}"
-            return VerifyResult(ran=True, args=args, same_behaviour=False, reason=reason)
-        difference = compare.difference(reference, after, timeout)
-        if difference is not None:
-            return VerifyResult(ran=True, args=args, same_behaviour=False, reason=subject + difference)
-        warnings = tuple(compare.warnings(reference, args, verify_cmd, timeout))
-        if reference.timed_out:
-            reason = f"{subject}both timed out after {timeout:g} s; counted as the same; startup not measured"
-            return VerifyResult(ran=True, args=args, same_behaviour=True, reason=reason, warnings=warnings)
-        reason = subject + compare.describe_same(reference)
-        same = VerifyResult(ran=True, args=args, same_behaviour=True, reason=reason, warnings=warnings)
-        if not measure:
-            return same
-        timed_command = [*launch.prefix, binary, *args]
-        timed_reference = reference if verify_cmd is None else None
-        try:
-            (original_timing, final_timing), added = _measure_against(
-                stage,
-                [0, 1],
-                timed_command,
-                launch,
-                timed_reference,
-                timeout=timeout,
-                runs=runs,
-                runner=runner,
-            )
-        except NotMeasured as exc:
-            return _with_reason(same, f"{reason}; startup not measured: {exc}")
-        except _Differs as differs:
-            if differs.side == 0:
-                return _varies(args, compare.varies(differs.detail, None))
-            return VerifyResult(ran=True, args=args, same_behaviour=False, reason=differs.detail)
+@dataclass(frozen=True)
+class _Job:
+    """What every run of one verification shares."""
+
+    stage: Stage
+    launch: Launch
+    args: tuple[str, ...]
+    verify_cmd: str | None
+    timeout: float
+    runner: Runner
+
+    @property
+    def subject(self) -> str:
+        """How reasons start: with the --verify-cmd script's name when it is what was compared."""
+        return "" if self.verify_cmd is None else f"{os.path.basename(self.verify_cmd)}: "
+
+    def timed_command(self) -> list[str]:
+        return [*self.launch.prefix, f"./{self.stage.name}", *self.args]
+
+
+def _compare_behaviour(job: _Job) -> VerifyResult | tuple[Completed, VerifyResult]:
+    """Run the original twice and the result once, and compare. Returns the verification's result when it
+    ends here (cannot run, varies, differs, both timed out), else the reference run and the "same" result."""
+    if job.verify_cmd is None:
+        command = job.timed_command()
+        launch = job.launch
+    else:
+        command = [os.path.abspath(job.verify_cmd), os.path.join(job.stage.path, job.stage.name)]
+        qemu = {"BINSLIM_QEMU": job.launch.prefix[0]} if job.launch.prefix else {}
+        launch = Launch((), {**job.launch.env, **qemu})
+
+    def side_run(side: int) -> Completed:
+        return run_in_stage(job.stage, side, command, launch, timeout=job.timeout, runner=job.runner)
+
+    args, subject = job.args, job.subject
+    try:
+        reference = side_run(0)
+        again = side_run(0)
+    except ToolFailedError as exc:
+        if job.verify_cmd is not None:
+            raise
         return VerifyResult(
-            ran=True,
-            args=args,
-            same_behaviour=True,
-            reason=reason,
-            original=original_timing,
-            final=final_timing,
-            startup=added,
-            warnings=warnings,
+            ran=False, args=args, same_behaviour=None, reason=f"the original cannot be run: {exc}"
         )
+    variation = compare.difference(reference, again, job.timeout, ("first run", "second run"))
+    if variation is not None:
+        return _varies(args, subject + compare.varies(f"first→second run: {variation}", job.verify_cmd))
+    if reference.returncode == 127 and b"error while loading shared libraries" in reference.stderr:
+        # The original stopped in the dynamic loader: it never ran, so nothing was compared.
+        loader_error = reference.stderr.decode("utf-8", "replace").strip().splitlines()[0]
+        reason = f"the original cannot load its libraries here ({loader_error}): pass {LIBRARY_HINT}"
+        return VerifyResult(ran=False, args=args, same_behaviour=None, reason=reason)
+    try:
+        after = side_run(1)
+    except ToolFailedError as exc:
+        if job.verify_cmd is not None:
+            raise
+        code = compare.exit_code(reference.returncode)
+        reason = f"the result cannot be run ({exc}); the original exited with {code}"
+        return VerifyResult(ran=True, args=args, same_behaviour=False, reason=reason)
+    difference = compare.difference(reference, after, job.timeout)
+    if difference is not None:
+        return VerifyResult(ran=True, args=args, same_behaviour=False, reason=subject + difference)
+    warnings = tuple(compare.warnings(reference, args, job.verify_cmd, job.timeout))
+    if reference.timed_out:
+        reason = f"{subject}both timed out after {job.timeout:g} s; counted as the same; startup not measured"
+        return VerifyResult(ran=True, args=args, same_behaviour=True, reason=reason, warnings=warnings)
+    reason = subject + compare.describe_same(reference)
+    return reference, VerifyResult(ran=True, args=args, same_behaviour=True, reason=reason, warnings=warnings)
+
+
+def _time_startup(job: _Job, reference: Completed, same: VerifyResult, runs: int) -> VerifyResult:
+    """The timed rounds, every run compared with the reference (with --verify-cmd, with the original's
+    warm-up run, since the timed runs use the arguments instead)."""
+    try:
+        (original_timing, final_timing), added = _measure_against(
+            job.stage,
+            [0, 1],
+            job.timed_command(),
+            job.launch,
+            reference if job.verify_cmd is None else None,
+            timeout=job.timeout,
+            runs=runs,
+            runner=job.runner,
+        )
+    except NotMeasured as exc:
+        return _with_reason(same, f"{same.reason}; startup not measured: {exc}")
+    except _Differs as differs:
+        if differs.side == 0:
+            return _varies(job.args, compare.varies(differs.detail, None))
+        return VerifyResult(ran=True, args=job.args, same_behaviour=False, reason=differs.detail)
+    return VerifyResult(
+        ran=True,
+        args=job.args,
+        same_behaviour=True,
+        reason=same.reason,
+        original=original_timing,
+        final=final_timing,
+        startup=added,
+        warnings=same.warnings,
+    )
 
 
 def _varies(args: tuple[str, ...], reason: str) -> VerifyResult:
