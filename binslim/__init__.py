@@ -1,7 +1,8 @@
 """binslim: shrink Linux ELF binaries without breaking them.
 
 Public API: ``slim`` (the whole job), ``slim_tree`` (it for every ELF file of a tree), ``strip``, ``compress``
-and ``verify`` (one stage each), their frozen result types, and the ``BinslimError`` hierarchy.
+and ``verify`` (one stage each), ``bundle`` (a minimal root for dynamically linked programs), their frozen
+result types, and the ``BinslimError`` hierarchy.
 Everything else is private. LIEF is never imported here.
 """
 

@@ -424,3 +424,14 @@ def test_runs_in_the_root_get_dev_and_proc_as_in_a_container(tmp_path: Path) -> 
     result = bundle([git], tmp_path / "root", verify_args=("--version",))
     assert result.checks[0].same_behaviour is True, result.checks[0].reason
     assert not (tmp_path / "root" / "dev").exists() and not (tmp_path / "root" / "proc").exists()
+
+
+def test_a_static_program_needs_nothing_else(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    fixture = fixtures["hello-c-static"]
+    program = os.path.realpath(fixture.path)
+    result = bundle([program], tmp_path / "root", verify_args=fixture.run_args)
+    assert result.checks[0].same_behaviour is True
+    assert [f.path for f in result.files if f.kind == "file"] == [program]
+    assert (
+        fixture.expected_stdout in chroot_run(tmp_path / "root", program, *fixture.run_args).stdout.decode()
+    )
