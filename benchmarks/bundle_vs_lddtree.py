@@ -53,7 +53,7 @@ def cases(work: Path) -> list[Case]:
         Case("jq", "/usr/bin/jq", ("-c", "[.[] | . * 2]"), b"[1, 2, 3]"),
         Case("sqlite3", "/usr/bin/sqlite3", (":memory:",), b"select 6 * 7, sqlite_version() is not null;"),
         Case("getpw (getpwnam)", built["getpw"], ()),
-        Case("iconv (gconv)", built["iconv"], (), bundle_flags=("--with", "gconv")),
+        Case("iconv (gconv)", built["iconv"], (), bundle_flags=("--gconv", "ISO-8859-15")),
     ]
     for extra in (
         Case("curl", "/usr/bin/curl", ("--version",)),

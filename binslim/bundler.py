@@ -171,6 +171,7 @@ class BundleOptions:
     with_: Sequence[str] = ()
     auto_dlopen: bool = True
     library_path: Sequence[str] = ()
+    gconv_charsets: Sequence[str] = ()
     keep_section_headers: bool = False
     ld_cache: str = CACHE_PATH  # the ld.so.cache the resolution reads (another one: for tests)
     upx: bool = False
@@ -184,6 +185,8 @@ class BundleOptions:
     runner: Runner = field(default=run)
 
     def __post_init__(self) -> None:
+        if self.gconv_charsets and "gconv" not in self.with_:
+            object.__setattr__(self, "with_", (*self.with_, "gconv"))
         unknown = sorted(set(self.with_) - set(WITH_CHOICES))
         if unknown:
             raise BinslimError(f"--with: unknown {', '.join(unknown)} (choose from {','.join(WITH_CHOICES)})")
@@ -197,6 +200,7 @@ def bundle(
     with_: Sequence[str] = (),
     auto_dlopen: bool = True,
     library_path: Sequence[str] = (),
+    gconv_charsets: Sequence[str] = (),
     keep_section_headers: bool = False,
     ld_cache: str = CACHE_PATH,
     upx: bool = False,
@@ -212,9 +216,11 @@ def bundle(
     """Build the root for ``programs`` at ``output`` (a folder that must not exist or be empty, or a file
     ending in ``.tar``). ``includes``: extra files or folders, their ELF dependencies resolved too.
     ``with_``: any of certs, tz, nss, gconv. ``auto_dlopen``: add libgcc_s and the NSS files when the
-    imported symbols say glibc will dlopen or read them. ``library_path``: LD_LIBRARY_PATH for the
-    resolution. Every ELF file is cut to what the loader maps (binslim's --strip-section-headers level,
-    libraries included: nothing links against a runtime root) unless ``keep_section_headers``, which
+    imported symbols say glibc will dlopen or read them. ``gconv_charsets``: only the gconv modules for
+    these charsets (and the gconv cache), instead of all of them; implies gconv. ``library_path``:
+    LD_LIBRARY_PATH for the resolution. Every ELF file is cut to what the loader maps (binslim's
+    --strip-section-headers level, libraries included: nothing links against a runtime root) unless
+    ``keep_section_headers``, which
     strips at the default level. ``upx``: pack the executables. ``verify``: run each program in the root with
     ``verify_args`` (or ``verify_cmd SCRIPT``, given a launcher for each side) and compare it with the
     original; a difference raises VerificationError (exit code 3) and nothing is installed.
@@ -232,6 +238,7 @@ def bundle(
         with_=tuple(with_),
         auto_dlopen=auto_dlopen,
         library_path=tuple(library_path),
+        gconv_charsets=tuple(gconv_charsets),
         keep_section_headers=keep_section_headers,
         ld_cache=ld_cache,
         upx=upx,
@@ -530,7 +537,7 @@ def _add_runtime_needs(
     libc = next((o.path for d in deps for o in d.objects if o.soname == "libc.so.6"), None)
     for choice in WITH_CHOICES:
         if choice in wanted:
-            _add_with(plan, choice, libc, interpreter, config, notes)
+            _add_with(plan, choice, libc, interpreter, config, notes, options.gconv_charsets)
 
 
 def _add_with(
@@ -540,6 +547,7 @@ def _add_with(
     interpreter: str | None,
     config: SearchConfig,
     notes: list[str],
+    gconv_charsets: Sequence[str] = (),
 ) -> None:
     reason = f"--with {choice}"
     if choice == "certs":
@@ -580,8 +588,55 @@ def _add_with(
         gconv = os.path.join(os.path.dirname(os.path.realpath(libc)), "gconv")
         if not os.path.isdir(gconv):
             raise BinslimError(f"--with gconv: no {gconv} here (install Debian's libc6)")
-        for path in plan.add_tree(gconv, reason):
-            _add_elf_deps(plan, path, interpreter, config)
+        if not gconv_charsets:
+            for path in plan.add_tree(gconv, reason):
+                _add_elf_deps(plan, path, interpreter, config)
+            return
+        for charset, files in _gconv_modules(gconv, gconv_charsets).items():
+            for name in files:
+                path = os.path.join(gconv, name + ".so")
+                plan.add_path(path, f"--gconv {charset}")
+                _add_elf_deps(plan, path, interpreter, config)
+        # iconv reads the cache when there is one and the text configuration only otherwise.
+        cache = os.path.join(gconv, "gconv-modules.cache")
+        if os.path.exists(cache):
+            plan.add_path(cache, reason)
+        else:
+            plan.add_path(os.path.join(gconv, "gconv-modules"), reason)
+            if os.path.isdir(os.path.join(gconv, "gconv-modules.d")):
+                plan.add_tree(os.path.join(gconv, "gconv-modules.d"), reason)
+
+
+def _gconv_modules(gconv: str, charsets: Sequence[str]) -> dict[str, list[str]]:
+    """For each charset, the module files (without .so) that convert it from and to glibc's INTERNAL, read
+    from gconv-modules and gconv-modules.d/*.conf (``alias NAME// TARGET//``, ``module FROM// TO// FILE
+    COST``). BinslimError names a charset no module converts."""
+    configs = [os.path.join(gconv, "gconv-modules")]
+    folder = os.path.join(gconv, "gconv-modules.d")
+    if os.path.isdir(folder):
+        configs += [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if n.endswith(".conf")]
+    aliases: dict[str, str] = {}
+    modules: dict[str, set[str]] = {}
+    for config_path in configs:
+        if not os.path.exists(config_path):
+            continue
+        with open(config_path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                words = line.split("#", 1)[0].split()
+                if len(words) >= 3 and words[0] == "alias":
+                    aliases[words[1].upper().rstrip("/")] = words[2].upper().rstrip("/")
+                elif len(words) >= 4 and words[0] == "module":
+                    for end in (words[1], words[2]):
+                        modules.setdefault(end.upper().rstrip("/"), set()).add(words[3])
+    found: dict[str, list[str]] = {}
+    for charset in charsets:
+        name = charset.upper().rstrip("/")
+        name = aliases.get(name, name)
+        files = sorted(modules.get(name, set()))
+        if not files:
+            raise BinslimError(f"--gconv {charset}: no gconv module converts it here")
+        found[charset] = files
+    return found
 
 
 def _minimal_db(path: str, names: Iterable[str], default: bytes) -> bytes:

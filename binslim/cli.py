@@ -271,6 +271,15 @@ BUNDLE = Command(
             env=False,
         ),
         Option(
+            ["--gconv"],
+            "gconv_charsets",
+            "Only the gconv modules for this charset (ISO-8859-15, CP1252...), not all of them; repeatable;"
+            " implies --with gconv.",
+            how=MULTIPLE,
+            metavar="CHARSET",
+            env=False,
+        ),
+        Option(
             ["--no-auto-dlopen"],
             "no_auto",
             "Do not add libgcc_s or the NSS files when the imported symbols call for them.",
@@ -411,6 +420,7 @@ def _bundle(argv: list[str]) -> int:
             values["output"],
             includes=values["includes"] or (),
             with_=with_,
+            gconv_charsets=values["gconv_charsets"] or (),
             auto_dlopen=not values["no_auto"],
             library_path=tuple(d for d in (values["library_path"] or "").split(":") if d),
             keep_section_headers=values["keep_section_headers"],

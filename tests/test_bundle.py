@@ -171,6 +171,26 @@ def test_with_gconv_brings_the_charset_modules(c_programs: dict[str, str], tmp_p
     assert result.checks[0].same_behaviour is True
     assert any(f.path.endswith("/gconv/ISO8859-15.so") and "--with gconv" in f.reasons for f in result.files)
     assert chroot_run(tmp_path / "gconv", c_programs["iconv"]).stdout == b"a4 3 bytes\n"
+    # --gconv CHARSET (an alias works too): only that charset's module and the gconv cache.
+    done = run_binslim(
+        "bundle",
+        c_programs["iconv"],
+        "-o",
+        str(tmp_path / "latin9"),
+        "--verify-args=",
+        "--gconv",
+        "latin9",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    gconv_files = [f for f in json.loads(done.stdout)["files"] if "/gconv/" in f["path"]]
+    assert sorted(os.path.basename(f["path"]) for f in gconv_files) == [
+        "ISO8859-15.so",
+        "gconv-modules.cache",
+    ]
+    assert regular_bytes(tmp_path / "latin9") < result.total_bytes // 3
+    with pytest.raises(BinslimError, match="--gconv NO-SUCH-CHARSET: no gconv module converts it"):
+        bundle([c_programs["iconv"]], tmp_path / "bad", verify_args=(), gconv_charsets=("NO-SUCH-CHARSET",))
 
 
 def test_with_certs_and_tz(tmp_path: Path) -> None:
