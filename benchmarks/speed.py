@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -74,16 +75,29 @@ def console_script(folder: Path) -> list[str]:
     return [str(script)]
 
 
-def alternate(commands: dict[str, list[str]], rounds: int, *, before: Any = None) -> dict[str, list[float]]:
-    """Each command once per round, in a rotated order; one untimed warm-up run each first."""
+def alternate(
+    commands: dict[str, list[str]],
+    rounds: int,
+    *,
+    before: Any = None,
+    cpu: dict[str, list[float]] | None = None,
+) -> dict[str, list[float]]:
+    """Each command once per round, in a rotated order; one untimed warm-up run each first. Wall seconds
+    by label; ``cpu`` (when given) gets each run's user + system CPU seconds, which other load on the
+    machine moves less than wall time."""
     samples: dict[str, list[float]] = {label: [] for label in commands}
     for round_index in range(-1, rounds):
         for label in rotated(list(commands), max(round_index, 0)):
             if before is not None:
                 before(label)
+            used = resource.getrusage(resource.RUSAGE_CHILDREN)
             seconds = timed(commands[label], timeout=TIMEOUT, cwd=REPO_ROOT)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
             if round_index >= 0:
                 samples[label].append(seconds)
+                if cpu is not None:
+                    spent = after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
+                    cpu.setdefault(label, []).append(spent)
     return samples
 
 
@@ -105,14 +119,19 @@ def bench_startup(work: Path, rounds: int, small: Path) -> dict[str, Any]:
             "--no-verify",
         ],
     }
-    samples = alternate(commands, rounds)
-    floor = samples["python3 -c pass"]
+    cpu: dict[str, list[float]] = {}
+    samples = alternate(commands, rounds, cpu=cpu)
+    floor, cpu_floor = samples["python3 -c pass"], cpu["python3 -c pass"]
     rows = {}
     for label, values in samples.items():
         added = [a - b for a, b in zip(values, floor)]
+        added_cpu = [a - b for a, b in zip(cpu[label], cpu_floor)]
+        first = label == "python3 -c pass"
         rows[label] = {
             "median_ms": 1000 * (median(values) or 0),
-            "added_ms": None if label == "python3 -c pass" else 1000 * statistics.median(added),
+            "added_ms": None if first else 1000 * statistics.median(added),
+            "cpu_ms": 1000 * (median(cpu[label]) or 0),
+            "added_cpu_ms": None if first else 1000 * statistics.median(added_cpu),
         }
     return {"small_input": str(small), "small_size": small.stat().st_size, "rows": rows}
 
@@ -196,8 +215,16 @@ def report(results: dict[str, Any]) -> list[tuple[str, str]]:
     startup = results["startup"]
     rows = []
     for label, row in startup["rows"].items():
-        added = row["added_ms"]
-        rows.append([label, f"{row['median_ms']:.1f}", "-" if added is None else f"{added:+.1f}"])
+        added, added_cpu = row["added_ms"], row["added_cpu_ms"]
+        rows.append(
+            [
+                label,
+                f"{row['median_ms']:.1f}",
+                "-" if added is None else f"{added:+.1f}",
+                f"{row['cpu_ms']:.1f}",
+                "-" if added_cpu is None else f"{added_cpu:+.1f}",
+            ]
+        )
         if added is not None:
             targets.append(
                 (
@@ -205,7 +232,7 @@ def report(results: dict[str, Any]) -> list[tuple[str, str]]:
                     verdict(added <= STARTUP_BUDGET_MS),
                 )
             )
-    say(render_table(["command", "median ms", "added ms"], rows))
+    say(render_table(["command", "median ms", "added ms", "CPU ms", "added CPU ms"], rows))
     say(f"(SMALL: {startup['small_input']}, {startup['small_size']:,} B)")
 
     big = results["big"]

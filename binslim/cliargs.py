@@ -9,6 +9,7 @@ start-up budget of a command that is called once per file by build systems. Each
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -171,6 +172,18 @@ def existing_file(text: str) -> str:
     return not_a_folder(text)
 
 
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    # argparse makes a formatter for every add_argument() and measures the terminal each time; measure once.
+    return argparse.RawDescriptionHelpFormatter(prog, width=_help_width())
+
+
+@functools.cache
+def _help_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size().columns - 2  # what argparse itself would use
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
@@ -206,7 +219,7 @@ class Command:
             epilog=self.epilog,
             add_help=False,
             allow_abbrev=False,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=_formatter,
         )
         for dest, metavar, nargs in self.positionals:
             parser.add_argument(dest, metavar=metavar, nargs=nargs)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
+from ._record import Record
 from .errors import BinslimError, UsageError
 
 if TYPE_CHECKING:
@@ -15,7 +16,7 @@ UPX_METHODS = ("nrv", "lzma", "auto")
 LEVELS = ("all", "debug", "sections")
 
 
-class SlimOptions(NamedTuple):
+class SlimOptions(Record):
     """Everything ``slim`` takes besides the input and output paths; see ``slim`` for each field.
 
     ``checked()`` (which ``slim_with`` applies) stores sequences as tuples, sets ``upx`` whenever

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from . import fileops
+from ._record import Record
 from .elf.copy import copy_range
 from .elf.kind import kind_of
 from .elf.reader import ElfFile
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["UPX_METHODS", "SlimOptions", "SlimResult", "failed_result", "slim", "slim_with", "try_slim"]
 
 
-class SlimResult(NamedTuple):
+class SlimResult(Record):
     """One entry of the JSON report's ``results``."""
 
     input: str
@@ -236,7 +237,7 @@ def try_slim(path: str, output: str | None, options: SlimOptions) -> tuple[SlimR
     return failed_result(path, output, str(error), cast("VerifyResult | None", verify)), error
 
 
-class _Packing(NamedTuple):
+class _Packing(Record):
     """What the UPX step did: the chosen result, why nothing was packed, and the run that measured it."""
 
     result: UpxResult | None = None

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
 
+from ._record import Record
 from .elf import constants as c
 from .elf.reader import ElfFile, Section
 from .elf.symbols import (
@@ -63,7 +64,7 @@ LOADER_NOTES = (
 )
 
 
-class RemovedSection(NamedTuple):
+class RemovedSection(Record):
     name: str
     kind: str
     size: int  # bytes this removal saved in the output
@@ -72,12 +73,12 @@ class RemovedSection(NamedTuple):
         return {"name": self.name, "kind": self.kind, "size": self.size}
 
 
-class KeptNote(NamedTuple):
+class KeptNote(Record):
     name: str
     size: int
 
 
-class StripResult(NamedTuple):
+class StripResult(Record):
     input: str
     output: str
     level: str
@@ -136,8 +137,16 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+# DEBUG_PATTERNS as plain string tests: fnmatch compiles a regular expression per pattern, which costs a
+# small strip more time than the strip itself.
+_DEBUG_PREFIXES = tuple(p[:-1] for p in DEBUG_PATTERNS if p.endswith("*") and "*" not in p[:-1])
+_DEBUG_NAMES = frozenset(p for p in DEBUG_PATTERNS if "*" not in p)
+assert len(_DEBUG_PREFIXES) + len(_DEBUG_NAMES) == len(DEBUG_PATTERNS), "a pattern needs fnmatch"
+
+
 def is_debug_section(section: Section) -> bool:
-    return not section.is_alloc and _matches(section.name, DEBUG_PATTERNS)
+    name = section.name
+    return not section.is_alloc and (name in _DEBUG_NAMES or name.startswith(_DEBUG_PREFIXES))
 
 
 def classify(section: Section, level: str, relocatable: bool) -> str | None:

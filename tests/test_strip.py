@@ -586,3 +586,19 @@ def test_a_segment_something_points_into_keeps_its_bytes(
     with ElfFile(str(ours)) as elf:
         assert elf.segments[target.index].p_filesz == target.p_filesz
     static_check(str(pointed), str(ours), packed=False)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [".debug_info", ".zdebug_info", ".line", ".stab", ".stab.index", ".stabstr", ".stabx", ".gdb_index",
+     ".gdb_index2", ".gnu.debuglto_.x", ".gnu_debugdata", ".gnu_debuglink", ".text", ".comment", "debug"],
+)  # fmt: skip
+def test_debug_names_are_the_debug_patterns(name: str) -> None:
+    """is_debug_section tests names without fnmatch (no regular expression to compile); same answers."""
+    import fnmatch
+
+    from binslim.elf.reader import Section
+    from binslim.stripplan import DEBUG_PATTERNS, is_debug_section
+
+    section = Section(1, name, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0)
+    assert is_debug_section(section) == any(fnmatch.fnmatchcase(name, p) for p in DEBUG_PATTERNS)

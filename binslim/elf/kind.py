@@ -11,8 +11,8 @@ import functools
 import os
 import struct
 import sys
-from typing import NamedTuple
 
+from .._record import Record
 from ..errors import BinslimError
 from . import constants as c
 from .reader import ElfFile
@@ -81,7 +81,7 @@ def machine_name(e_machine: int) -> str:
     return c.MACHINE_NAMES.get(e_machine, f"machine {e_machine}")
 
 
-class HostArch(NamedTuple):
+class HostArch(Record):
     """The (machine, class, byte order) this host runs without an emulator."""
 
     e_machine: int
@@ -108,7 +108,7 @@ def host_arch() -> HostArch | None:
     return HostArch(kind.e_machine, kind.is64, kind.little_endian)
 
 
-class ElfKind(NamedTuple):
+class ElfKind(Record):
     """The facts about an ELF file that decide what may be done to it and how it runs."""
 
     elfclass: int  # ELFCLASS32 or ELFCLASS64

@@ -13,8 +13,8 @@ import stat
 import struct
 import sys
 from collections.abc import Iterator
-from typing import NamedTuple
 
+from .._record import Record
 from ..errors import MalformedELFError, NotELFError, file_error
 from . import constants as c
 
@@ -27,7 +27,7 @@ _MAX_NAME = 4096
 _MAX_ZERO_TAIL = 1 << 16
 
 
-class Segment(NamedTuple):
+class Segment(Record):
     index: int  # type: ignore[assignment]  # the header's number; shadows tuple.index on purpose
     p_type: int
     p_flags: int
@@ -43,7 +43,7 @@ class Segment(NamedTuple):
         return self.p_offset + self.p_filesz
 
 
-class Section(NamedTuple):
+class Section(Record):
     index: int  # type: ignore[assignment]  # the header's number; shadows tuple.index on purpose
     name: str
     sh_name: int
@@ -76,7 +76,7 @@ def _struct(fmt: str) -> struct.Struct:
     return struct.Struct(fmt)
 
 
-class Layout(NamedTuple):
+class Layout(Record):
     """Struct formats for one ELF class and byte order."""
 
     elfclass: int
@@ -134,7 +134,7 @@ class Layout(NamedTuple):
         )
 
 
-class ElfHeader(NamedTuple):
+class ElfHeader(Record):
     elfclass: int
     little_endian: bool
     osabi: int

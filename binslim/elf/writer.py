@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterable, Sequence
-from typing import Callable, NamedTuple
+from typing import Callable
 
+from .._record import Record
 from ..errors import UnsupportedError, file_error
 from . import constants as c
 from .copy import copy_range, write_all
@@ -45,7 +46,7 @@ class OutputSection:
         return self.original.sh_size if self.content_size is None else self.content_size
 
 
-class WrittenLayout(NamedTuple):
+class WrittenLayout(Record):
     size: int
     overlay: int
     section_count: int
@@ -73,7 +74,7 @@ def build_string_table(names: Iterable[str]) -> tuple[bytes, dict[str, int]]:
     return bytes(table), offsets
 
 
-class LoadedBlock(NamedTuple):
+class LoadedBlock(Record):
     """A run of the input that segments (or the ELF and program headers) cover, copied as one piece.
 
     Each block after the first moves down to the lowest offset past the previous one that keeps ``start``'s
@@ -98,7 +99,7 @@ class LoadedBlock(NamedTuple):
         return self.start <= start and end <= self.end
 
 
-class EmptiedSegment(NamedTuple):
+class EmptiedSegment(Record):
     """A PT_LOAD whose file bytes the output drops from some point on (see ElfFile.unused_tails): p_filesz
     becomes ``filesz``; p_memsz stays, so the address space does too. One that keeps nothing gets the
     p_offset ``new_offset``, still congruent to p_vaddr; the others (``new_offset`` -1) move with their
@@ -158,7 +159,7 @@ def loaded_blocks(elf: ElfFile) -> tuple[tuple[LoadedBlock, ...], tuple[EmptiedS
     return tuple(blocks), tuple(emptied)
 
 
-class LayoutPlan(NamedTuple):
+class LayoutPlan(Record):
     """Where everything of an output goes; plan_layout also sets each OutputSection's sh_offset."""
 
     size: int
