@@ -281,3 +281,19 @@ def test_nodefaultlib_skips_the_cache_and_the_default_folders(
     assert set(resolve(program, config).paths) == ldd_paths(
         program, {**os.environ, "LD_LIBRARY_PATH": libc_dir}
     )
+
+
+def test_glibc_hwcaps_subfolders_of_a_search_path(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """A library in $ORIGIN/glibc-hwcaps/x86-64-v2/ wins over the one in $ORIGIN when the CPU supports the
+    level, as ldd shows."""
+    config = search_config(c.EM_X86_64, True)
+    if "x86-64-v2" not in config.hwcaps:
+        pytest.skip("this CPU does not support x86-64-v2")
+    program = _build(tmp_path, "usegreet-hwcaps", "-Wl,-rpath,$ORIGIN")
+    shutil.copy(fixtures["libgreet"].path, tmp_path / "libgreet.so")
+    (tmp_path / "glibc-hwcaps" / "x86-64-v2").mkdir(parents=True)
+    shutil.copy(fixtures["libgreet"].path, tmp_path / "glibc-hwcaps" / "x86-64-v2" / "libgreet.so")
+    deps = resolve(program)
+    greet = next(o for o in deps.objects if o.name == "libgreet.so")
+    assert greet.path == str(tmp_path / "glibc-hwcaps" / "x86-64-v2" / "libgreet.so")
+    assert set(deps.paths) == ldd_paths(program)
