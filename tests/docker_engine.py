@@ -229,6 +229,27 @@ def _stop_stale_dockerd(pid_file: Path) -> None:
         time.sleep(0.3)
 
 
+def _mounts_below(folder: Path) -> list[str]:
+    prefix = str(folder).rstrip("/") + "/"
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point.startswith(prefix):
+            mounts.append(point)
+    return mounts
+
+
+def _remove_tree(folder: Path) -> None:
+    """Remove a debootstrap work folder. A debootstrap that was killed leaves its mounts in the tree (in a
+    container it bind-mounts the host's /dev there): unmount them first, and never delete through one."""
+    for point in sorted(_mounts_below(folder), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
+    left = _mounts_below(folder)
+    if left:
+        raise DockerEngineError(f"{folder} still has mounts ({', '.join(left)}): not removing it")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 # --- the engine ---------------------------------------------------------------------------------------------
 
 
@@ -473,7 +494,7 @@ class DockerEngine:
                 )
                 self.docker("image", "rm", base_tag)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            _remove_tree(work)
 
     @staticmethod
     def _finish_tree(root: Path, standin: StandIn, mirror: str) -> None:
