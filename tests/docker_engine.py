@@ -239,11 +239,15 @@ def _mounts_below(folder: Path) -> list[str]:
     return mounts
 
 
+def _unmount(point: str) -> None:
+    subprocess.run(["umount", "-l", point], capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
+
+
 def _remove_tree(folder: Path) -> None:
     """Remove a debootstrap work folder. A debootstrap that was killed leaves its mounts in the tree (in a
     container it bind-mounts the host's /dev there): unmount them first, and never delete through one."""
     for point in sorted(_mounts_below(folder), key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
+        _unmount(point)
     left = _mounts_below(folder)
     if left:
         raise DockerEngineError(f"{folder} still has mounts ({', '.join(left)}): not removing it")
@@ -277,7 +281,8 @@ class DockerEngine:
         return env
 
     @classmethod
-    def start(cls, *, cache_dir: Path = CACHE_DIR, run_dir: Path = RUN_DIR) -> DockerEngine:
+    def start(cls) -> DockerEngine:
+        cache_dir, run_dir = CACHE_DIR, RUN_DIR
         missing = [tool for tool in (DOCKERD, DOCKER_CLIENT) if not os.access(tool, os.X_OK)]
         if missing:
             raise DockerEngineError(
@@ -375,6 +380,11 @@ class DockerEngine:
                 os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
             except (OSError, ValueError):
                 pass
+        if process is not None:
+            # dockerd leaves mounts behind (its default network namespace, at times its data root bound on
+            # itself); unmounted, the folders are plain folders again.
+            for point in sorted(_mounts_below(RUN_DIR) + _mounts_below(CACHE_DIR), key=len, reverse=True):
+                _unmount(point)
         if self.lock_fd is not None:
             os.close(self.lock_fd)
             self.lock_fd = None
