@@ -858,7 +858,8 @@ def _launcher(root: str, in_root: str) -> tuple[str, list[str]]:
     command = in_root_command(root, in_root)
     isolated = ["--mount", "--pid", "--fork", *(command or [])]
     if os.geteuid() == 0:
-        if unshare and command:
+        # Root in a container (a docker build's RUN) may not create namespaces, but may still chroot.
+        if unshare and command and _namespaces_work(unshare):
             return "chroot", [unshare, *isolated]
         if shutil.which("chroot"):
             return "chroot", [shutil.which("chroot") or "chroot", root, in_root]
@@ -884,6 +885,13 @@ def _libraries_in(root: str) -> list[str]:
             if ".so" in name:
                 found.append(os.path.relpath(os.path.join(dirpath, name), root))
     return found
+
+
+def _namespaces_work(unshare: str) -> bool:
+    try:
+        return run([unshare, "--mount", "--pid", "--fork", "true"], timeout=10.0).returncode == 0
+    except BinslimError:
+        return False
 
 
 def _userns_works(unshare: str) -> bool:
