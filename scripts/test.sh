@@ -13,6 +13,10 @@ cd "$repo_root"
 bash scripts/install.sh --test
 python3 testdata/build.py
 
+# The Docker tests' session fixture stops the dockerd it started; if pytest itself is killed before that,
+# this stops it on the way out (an engine that another test session holds is left alone).
+trap 'python3 -m tests.docker_engine stop-orphaned || true' EXIT
+
 status=0
 python3 -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then

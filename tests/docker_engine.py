@@ -8,7 +8,8 @@ plus local stand-ins for the base images the recipes name (no image registry is 
     finally:
         engine.stop()
 
-    python3 -m tests.docker_engine bases   start, build the stand-ins, stop (what scripts/test.sh needs)
+    python3 -m tests.docker_engine bases            start, build the stand-ins, stop
+    python3 -m tests.docker_engine stop-orphaned    stop a dockerd whose session died (scripts/test.sh)
 
 The engine keeps its images in a persistent data root (``/var/cache/binslim-docker``), so the stand-ins are
 built once per machine and rebuilt only when their recipe changes (the hash is an image label). An exclusive
@@ -541,9 +542,36 @@ class DockerEngine:
                 (root / docs).mkdir(parents=True, exist_ok=True)
 
 
+def stop_orphaned_engine() -> bool:
+    """Stop a dockerd that no session holds (its pytest was killed before its finalizer ran). True when one
+    was stopped; an engine that a running session holds is left alone."""
+    lock_path = CACHE_DIR / "lock"
+    if not lock_path.exists():
+        return False
+    fd = os.open(lock_path, os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        probe = DockerEngine(socket=RUN_DIR / "docker.sock", process=None, lock_fd=None, log_path=Path())
+        if not probe._answers():
+            return False
+        _stop_stale_dockerd(RUN_DIR / "dockerd.pid")
+        for point in sorted(_mounts_below(RUN_DIR) + _mounts_below(CACHE_DIR), key=len, reverse=True):
+            _unmount(point)
+        return True
+    finally:
+        os.close(fd)
+
+
 def main(argv: Sequence[str]) -> int:
+    if list(argv) == ["stop-orphaned"]:
+        if stop_orphaned_engine():
+            print(f"stopped an orphaned dockerd ({RUN_DIR / 'dockerd.pid'})")
+        return 0
     if list(argv) != ["bases"]:
-        print("usage: python3 -m tests.docker_engine bases", file=sys.stderr)
+        print("usage: python3 -m tests.docker_engine bases|stop-orphaned", file=sys.stderr)
         return 2
     engine = DockerEngine.start()
     try:
