@@ -15,14 +15,16 @@ RUN CGO_ENABLED=0 go build -trimpath -o /usr/local/bin/webservice .
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/webservice"]
 
-# The slimming happens in a builder stage; only its results are copied into the small images below.
-FROM single AS slimming
+# The slimming happens in a builder stage; only its results are copied into the small images below. Its
+# first lines are examples/Dockerfile's, so the two builds share that layer.
+FROM golang:1.23-bookworm AS slimming
 COPY examples/enable-backports.sh examples/slim-app.sh /usr/local/bin/
 RUN enable-backports.sh \
  && apt-get update \
  && apt-get install -y --no-install-recommends python3-venv \
  && apt-get install -y --no-install-recommends -t bookworm-backports upx-ucl \
  && rm -rf /var/lib/apt/lists/*
+COPY --from=single /usr/local/bin/webservice /usr/local/bin/webservice
 COPY pyproject.toml README.md /binslim-src/
 COPY binslim/ /binslim-src/binslim/
 ARG BINSLIM_PIP_SPEC=/binslim-src
