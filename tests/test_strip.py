@@ -64,12 +64,15 @@ def loaded_bytes(path: str) -> list[tuple[int, int, int, int, bytes]]:
 
 def header_masked(path: str, data: bytes, start: int) -> bytes:
     """Bytes of a segment starting at file offset ``start`` with the header fields a new layout must change
-    masked out: e_shoff, e_shnum, e_shstrndx, and each p_offset and p_filesz (compared separately)."""
+    masked out: e_shoff, e_shnum, e_shstrndx, e_phoff (a table no segment covers moves), and each p_offset
+    and p_filesz (compared separately)."""
     with ElfFile(path) as elf:
         layout, phoff, phnum = elf.layout, elf.header.e_phoff, elf.header.e_phnum
     masked = bytearray(data)
     at, fmt = layout.e_shoff_at
     spans = [(at, struct.calcsize(fmt)), (layout.e_shnum_at, 2), (layout.e_shstrndx_at, 2)]
+    at, fmt = layout.e_phoff_at
+    spans.append((at, struct.calcsize(fmt)))
     word = 8 if layout.is64 else 4
     offset_at, filesz_at = (8, 32) if layout.is64 else (4, 16)
     for i in range(phnum):
@@ -602,3 +605,102 @@ def test_debug_names_are_the_debug_patterns(name: str) -> None:
 
     section = Section(1, name, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0)
     assert is_debug_section(section) == any(fnmatch.fnmatchcase(name, p) for p in DEBUG_PATTERNS)
+
+
+_TINY_PROGRAM = r"""
+static const char message[] = "hello from the end\n";
+static long sys(long n, long a, long b, long c) {
+    long r;
+    __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+    return r;
+}
+void _start(void) {
+    sys(1, 1, (long)message, sizeof message - 1);
+    sys(60, 0, 0, 0);
+}
+"""
+
+
+def _program_headers_at_end(tmp_path: Path, *, named: bool) -> Path:
+    """A tiny static x86-64 program with debug info whose program header table is copied to the end of the
+    file, after the debug sections and the section table, as IAR toolchains place it. No segment covers the
+    table there, unless ``named``: then its PT_GNU_STACK becomes a PT_PHDR naming it. The program needs no
+    AT_PHDR (no libc), so it runs."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("the program makes x86-64 system calls")
+    source = tmp_path / "tiny.c"
+    source.write_text(_TINY_PROGRAM)
+    built = tmp_path / "tiny"
+    flags = ["-g", "-O1", "-static", "-nostdlib", "-no-pie", "-fno-stack-protector"]
+    compiled = _run([require_tool("gcc"), *flags, "-o", str(built), str(source)])
+    assert compiled.returncode == 0, compiled.stderr
+    image = bytearray(built.read_bytes())
+    (phoff,) = struct.unpack_from("<Q", image, 32)
+    (phnum,) = struct.unpack_from("<H", image, 56)
+    entries = [bytes(image[phoff + 56 * i : phoff + 56 * (i + 1)]) for i in range(phnum)]
+    image += bytes(-len(image) % 8)
+    struct.pack_into("<Q", image, 32, len(image))
+    assert not any(struct.unpack_from("<I", e)[0] == 6 for e in entries), "a static link has no PT_PHDR"
+    if named:
+        stack = next(i for i, e in enumerate(entries) if struct.unpack_from("<I", e)[0] == 0x6474E551)
+        size = 56 * phnum  # p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align
+        entries[stack] = struct.pack("<IIQQQQQQ", 6, 4, len(image), 0, 0, size, size, 8)
+    image += b"".join(entries)
+    patched = tmp_path / ("tiny-phdr-at-end" + ("-named" if named else ""))
+    patched.write_bytes(bytes(image))
+    patched.chmod(0o755)
+    return patched
+
+
+def _phdr_table(path: Path) -> bytes:
+    with ElfFile(str(path)) as elf:
+        return elf.read(elf.header.e_phoff, elf.header_end - elf.header.e_phoff)
+
+
+def test_program_headers_at_the_end_move(tmp_path: Path) -> None:
+    """A program header table behind the debug sections that no segment covers pinned every byte before it.
+    It moves after the loaded bytes (e_phoff follows) and the debug sections go; GNU strip does worse."""
+    original = _program_headers_at_end(tmp_path, named=False)
+    with ElfFile(str(original)) as elf:
+        assert elf.phdrs_movable and elf.header.e_phoff > max(s.file_end for s in elf.sections)
+    ours = tmp_path / "ours"
+    result = strip(original, ours)
+    assert result.removed_by_kind()["debug"] > 0
+    gnu = tmp_path / "gnu"
+    assert _run([require_tool("strip"), "--strip-all", "-o", str(gnu), str(original)]).returncode == 0
+    assert ours.stat().st_size <= gnu.stat().st_size
+    with ElfFile(str(ours)) as elf:
+        assert elf.header.e_phoff < max(p.file_end for p in elf.segments) + 8  # right after the loaded bytes
+    assert _phdr_table(ours) == _phdr_table(original)  # every program header reads the same
+    assert_loaded_bytes_unchanged(str(original), str(ours))
+    static_check(str(original), str(ours), packed=False)
+    readelf = _run([require_tool("readelf"), "-lW", str(ours)])
+    assert readelf.returncode == 0 and not readelf.stderr
+    lint = _run([require_tool("eu-elflint"), "--gnu-ld", str(ours)])
+    assert lint.returncode == 0, lint.stdout
+    before = _run([str(original)])
+    assert before.returncode == 0 and before.stdout == "hello from the end\n"
+    after = _run([str(ours)])
+    assert (after.returncode, after.stdout) == (before.returncode, before.stdout)
+
+
+def test_program_headers_a_segment_names_stay(tmp_path: Path) -> None:
+    """With PT_PHDR the table's place is part of the program: it stays where it is, and the static check
+    refuses a moved one."""
+    original = _program_headers_at_end(tmp_path, named=True)
+    with ElfFile(str(original)) as elf:
+        assert not elf.phdrs_movable
+        phoff = elf.header.e_phoff
+    ours = tmp_path / "ours"
+    strip(original, ours)
+    with ElfFile(str(ours)) as elf:
+        assert elf.header.e_phoff == phoff
+    assert_loaded_bytes_unchanged(str(original), str(ours))
+    static_check(str(original), str(ours), packed=False)
+    moved = bytearray(ours.read_bytes())
+    table = _phdr_table(ours)
+    struct.pack_into("<Q", moved, 32, len(moved))
+    moved += table
+    (tmp_path / "moved").write_bytes(bytes(moved))
+    with pytest.raises(VerificationError, match="e_phoff changed"):
+        static_check(str(original), str(tmp_path / "moved"), packed=False)

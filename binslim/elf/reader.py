@@ -108,6 +108,10 @@ class Layout(Record):
 
     # Offsets of the fields the writer patches in the ELF header.
     @property
+    def e_phoff_at(self) -> tuple[int, str]:
+        return (32, "Q") if self.is64 else (28, "I")
+
+    @property
     def e_shoff_at(self) -> tuple[int, str]:
         return (40, "Q") if self.is64 else (32, "I")
 
@@ -453,9 +457,34 @@ class ElfFile:
         return end
 
     @functools.cached_property
+    def phdrs_movable(self) -> bool:
+        """Whether the program header table may move in the output: it lies past every segment's file bytes
+        (at the end of the file, after the debug sections, as IAR toolchains write it) and no PT_PHDR names
+        it, so nothing loaded refers to where it is. GNU strip rewrites such a table too. (One in a gap
+        before a segment pins nothing that moving it would free.)"""
+        h = self.header
+        if not h.e_phnum or h.e_phoff < self.layout.ehdr.size:
+            return False
+        if any(p.p_type == c.PT_PHDR for p in self.segments):
+            return False
+        return h.e_phoff >= max([0] + [p.file_end for p in self.segments if p.p_filesz])
+
+    @functools.cached_property
+    def pinned_header_end(self) -> int:
+        """End of the headers that stay where they are: the ELF header alone when the program header table
+        may move (phdrs_movable), else header_end."""
+        return self.layout.ehdr.size if self.phdrs_movable else self.header_end
+
+    @functools.cached_property
     def segments_end(self) -> int:
         """End of the headers and of every segment's file bytes."""
         return max([self.header_end] + [s.file_end for s in self.segments if s.p_filesz])
+
+    @functools.cached_property
+    def pinned_end(self) -> int:
+        """End of the pinned headers and of every segment's file bytes (segments_end less a program header
+        table that may move)."""
+        return max([self.pinned_header_end] + [s.file_end for s in self.segments if s.p_filesz])
 
     @functools.cached_property
     def zero_tail(self) -> tuple[Segment, int] | None:
@@ -464,7 +493,7 @@ class ElfFile:
         The loader zero-fills a PT_LOAD's memory beyond p_filesz, so ending the file part at the last
         section maps the same bytes. GNU strip trims this padding too.
         """
-        end = self.segments_end
+        end = self.pinned_end
         last = [s for s in self.segments if s.p_filesz and s.file_end == end]
         if len(last) != 1 or last[0].p_type != c.PT_LOAD or last[0].p_memsz < last[0].p_filesz:
             return None
@@ -477,7 +506,7 @@ class ElfFile:
         if not inside:
             return None
         new_end = max(
-            [max(inside), self.header_end]
+            [max(inside), self.pinned_header_end]
             + [s.file_end for s in self.segments if s.p_filesz and s is not segment]
         )
         if not segment.p_offset < new_end < end or end - new_end > _MAX_ZERO_TAIL:
@@ -514,7 +543,7 @@ class ElfFile:
         first = min(loads, key=lambda p: p.p_vaddr)
         candidates: dict[int, tuple[Segment, int]] = {}
         for p in loads:
-            if p is first or not p.p_filesz or p.p_memsz < p.p_filesz or p.p_offset < self.header_end:
+            if p is first or not p.p_filesz or p.p_memsz < p.p_filesz or p.p_offset < self.pinned_header_end:
                 continue
             used = self._used_end(p)
             if used >= p.file_end:
@@ -595,7 +624,7 @@ class ElfFile:
         """End of the part that is copied byte for byte: headers and every segment's file bytes, less a
         last segment's zero padding (see zero_tail)."""
         tail = self.zero_tail
-        return tail[1] if tail else self.segments_end
+        return tail[1] if tail else self.pinned_end
 
     @functools.cached_property
     def section_table_end(self) -> int:

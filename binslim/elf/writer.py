@@ -115,7 +115,7 @@ def loaded_blocks(elf: ElfFile) -> tuple[tuple[LoadedBlock, ...], tuple[EmptiedS
     """The blocks of loaded bytes placed for the output, and the segments whose unused ends it drops."""
     tails = elf.unused_tails
     ranges = sorted(
-        [(0, elf.header_end)]
+        [(0, elf.pinned_header_end)]
         + [
             (p.p_offset, p.p_offset + tails.get(p.index, p.p_filesz))
             for p in elf.segments
@@ -130,7 +130,7 @@ def loaded_blocks(elf: ElfFile) -> tuple[tuple[LoadedBlock, ...], tuple[EmptiedS
             merged.append([start, end])
     if merged[-1][0] < elf.loaded_end:
         merged[-1][1] = min(merged[-1][1], elf.loaded_end)  # less a last segment's zero padding
-    if merged[0][1] < elf.header_end:
+    if merged[0][1] < elf.pinned_header_end:
         # The program headers lie behind other bytes (a table at the end of the file): they name every
         # segment's offset, so nothing moves and nothing is dropped.
         merged = [[0, max(end for _, end in merged)]]
@@ -169,6 +169,7 @@ class LayoutPlan(Record):
     name_offsets: dict[str, int]
     blocks: tuple[LoadedBlock, ...]
     emptied: tuple[EmptiedSegment, ...]
+    phoff: int  # where the program header table goes: moved after the loaded blocks when phdrs_movable
 
 
 def plan_size(elf: ElfFile, sections: Sequence[OutputSection]) -> int:
@@ -180,6 +181,12 @@ def plan_layout(elf: ElfFile, sections: Sequence[OutputSection]) -> LayoutPlan:
     """Give every output section its offset, and place the loaded blocks, names and section table."""
     blocks, emptied = loaded_blocks(elf)
     position = blocks[-1].new_end
+    phoff = elf.header.e_phoff
+    if elf.phdrs_movable:
+        # No segment maps the table, so it need not stay behind the sections that go: it follows the loaded
+        # bytes, and e_phoff says where.
+        phoff = align_up(position, elf.layout.word_size)
+        position = phoff + elf.header.e_phnum * elf.layout.phdr.size
     shstrndx = elf.header.e_shstrndx
     body = [s for s in sections if s.original.index not in (0, shstrndx)]
     for out in sorted(body, key=lambda s: (s.original.sh_offset, s.original.index)):
@@ -202,7 +209,7 @@ def plan_layout(elf: ElfFile, sections: Sequence[OutputSection]) -> LayoutPlan:
     table_offset = align_up(position, elf.layout.word_size)
     position = table_offset + len(sections) * elf.layout.shdr.size
     return LayoutPlan(
-        position + elf.overlay_size, names_offset, table_offset, names, name_offsets, blocks, emptied
+        position + elf.overlay_size, names_offset, table_offset, names, name_offsets, blocks, emptied, phoff
     )
 
 
@@ -225,6 +232,13 @@ def write_layout(
         _pad(dst_fd, position, block.new_start)
         copy_range(elf.fd, dst_fd, block.start, block.new_start, block.end - block.start)
         position = block.new_end
+    phoff = plan.phoff
+    if phoff != elf.header.e_phoff:
+        _pad(dst_fd, position, phoff)
+        copy_range(elf.fd, dst_fd, elf.header.e_phoff, phoff, elf.header_end - elf.header.e_phoff)
+        position = elf.header_end - elf.header.e_phoff + phoff
+        at, fmt = layout.e_phoff_at
+        write_all(dst_fd, struct.pack(layout.order + fmt, phoff), at)
     for out in sorted(sections[1:], key=lambda s: s.sh_offset):
         if out.original.index == shstrndx_old or out.sh_offset < position or out.size == 0:
             continue
@@ -283,16 +297,16 @@ def write_layout(
         position += elf.overlay_size
     assert position == total, (position, total)
 
-    _patch_zero_tail(elf, dst_fd)
-    _patch_segment_offsets(elf, dst_fd, blocks)
+    _patch_zero_tail(elf, dst_fd, phoff)
+    _patch_segment_offsets(elf, dst_fd, blocks, phoff)
     zero_tail = elf.zero_tail
     for segment in plan.emptied:
         if segment.new_offset >= 0:
-            _patch_offset(elf, dst_fd, segment.index, segment.new_offset)
+            _patch_offset(elf, dst_fd, phoff, segment.index, segment.new_offset)
         filesz = segment.filesz
         if zero_tail is not None and zero_tail[0].index == segment.index:
             filesz = min(filesz, zero_tail[1] - zero_tail[0].p_offset)
-        _patch_filesz(elf, dst_fd, segment.index, filesz)
+        _patch_filesz(elf, dst_fd, phoff, segment.index, filesz)
     _patch_section_table_fields(
         elf,
         dst_fd,
@@ -361,16 +375,16 @@ def write_headerless(elf: ElfFile, dst_fd: int) -> WrittenLayout:
         copy_range(elf.fd, dst_fd, elf.image_end, position, elf.overlay_size)
         position += elf.overlay_size
     if trimmed is not None:
-        _patch_filesz(elf, dst_fd, trimmed.index, end - trimmed.p_offset)
+        _patch_filesz(elf, dst_fd, elf.header.e_phoff, trimmed.index, end - trimmed.p_offset)
     _patch_section_table_fields(elf, dst_fd, 0, 0, 0)
     return WrittenLayout(size=position, overlay=elf.overlay_size, section_count=0)
 
 
-def _patch_zero_tail(elf: ElfFile, fd: int) -> None:
+def _patch_zero_tail(elf: ElfFile, fd: int, phoff: int) -> None:
     tail = elf.zero_tail
     if tail is not None:
         segment, new_end = tail
-        _patch_filesz(elf, fd, segment.index, new_end - segment.p_offset)
+        _patch_filesz(elf, fd, phoff, segment.index, new_end - segment.p_offset)
 
 
 def _patch_section_table_fields(elf: ElfFile, fd: int, shoff: int, shnum: int, shstrndx: int) -> None:
@@ -388,24 +402,25 @@ def _patch_section_table_fields(elf: ElfFile, fd: int, shoff: int, shnum: int, s
     write_all(fd, struct.pack(layout.order + "H", shstrndx), layout.e_shstrndx_at)
 
 
-def _patch_segment_offsets(elf: ElfFile, fd: int, blocks: Sequence[LoadedBlock]) -> None:
-    """Point the program headers of moved blocks at their new place (the table itself is in block 0)."""
+def _patch_segment_offsets(elf: ElfFile, fd: int, blocks: Sequence[LoadedBlock], phoff: int) -> None:
+    """Point the program headers of moved blocks at their new place (the table, at ``phoff``, is in block 0
+    or was moved whole)."""
     for segment in elf.segments:
         block = next((b for b in blocks if b.start <= segment.p_offset < b.end), None)
         if block is not None and block.delta and segment.p_filesz:
-            _patch_offset(elf, fd, segment.index, segment.p_offset + block.delta)
+            _patch_offset(elf, fd, phoff, segment.index, segment.p_offset + block.delta)
 
 
-def _patch_offset(elf: ElfFile, fd: int, segment_index: int, offset: int) -> None:
+def _patch_offset(elf: ElfFile, fd: int, phoff: int, segment_index: int, offset: int) -> None:
     layout = elf.layout
     at, fmt = (8, "Q") if layout.is64 else (4, "I")  # p_offset
-    entry = elf.header.e_phoff + segment_index * layout.phdr.size
+    entry = phoff + segment_index * layout.phdr.size
     write_all(fd, struct.pack(layout.order + fmt, offset), entry + at)
 
 
-def _patch_filesz(elf: ElfFile, fd: int, segment_index: int, filesz: int) -> None:
+def _patch_filesz(elf: ElfFile, fd: int, phoff: int, segment_index: int, filesz: int) -> None:
     layout = elf.layout
-    entry = elf.header.e_phoff + segment_index * layout.phdr.size
+    entry = phoff + segment_index * layout.phdr.size
     # p_filesz is the 6th field of Elf64_Phdr (offset 32) and the 5th of Elf32_Phdr (offset 16).
     at, fmt = (32, "Q") if layout.is64 else (16, "I")
     write_all(fd, struct.pack(layout.order + fmt, filesz), entry + at)
