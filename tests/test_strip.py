@@ -15,8 +15,10 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from binslim import strip
+from binslim.debuginfo import DebugLink
 from binslim.elf.reader import ElfFile
 from binslim.errors import VerificationError
+from binslim.strip import strip_to_fd
 from binslim.verifier import static_check
 from testdata.build import Fixture, FixtureBuildError, fixture_names, insert_padding_page
 from tests.helpers import (
@@ -682,6 +684,16 @@ def test_program_headers_at_the_end_move(tmp_path: Path) -> None:
     assert before.returncode == 0 and before.stdout == "hello from the end\n"
     after = _run([str(ours)])
     assert (after.returncode, after.stdout) == (before.returncode, before.stdout)
+    twice = tmp_path / "twice"
+    assert not strip(ours, twice).changed and twice.read_bytes() == ours.read_bytes()
+    # A debug link rewrites the file while the table is already where it would move to: it is still written.
+    linked = tmp_path / "linked"
+    with open(linked, "wb") as handle:
+        strip_to_fd(str(ours), handle.fileno(), debuglink=DebugLink("tiny.debug", 0x1234))
+    linked.chmod(0o755)
+    assert _phdr_table(linked) == _phdr_table(original)
+    static_check(str(original), str(linked), packed=False)
+    assert _run([str(linked)]).stdout == before.stdout
 
 
 def test_program_headers_a_segment_names_stay(tmp_path: Path) -> None:

@@ -131,8 +131,8 @@ def loaded_blocks(elf: ElfFile) -> tuple[tuple[LoadedBlock, ...], tuple[EmptiedS
     if merged[-1][0] < elf.loaded_end:
         merged[-1][1] = min(merged[-1][1], elf.loaded_end)  # less a last segment's zero padding
     if merged[0][1] < elf.pinned_header_end:
-        # The program headers lie behind other bytes (a table at the end of the file): they name every
-        # segment's offset, so nothing moves and nothing is dropped.
+        # The program headers lie behind other bytes and must stay there (a segment covers them): they name
+        # every segment's offset, so nothing moves and nothing is dropped.
         merged = [[0, max(end for _, end in merged)]]
         tails = {}
     blocks: list[LoadedBlock] = []
@@ -233,7 +233,7 @@ def write_layout(
         copy_range(elf.fd, dst_fd, block.start, block.new_start, block.end - block.start)
         position = block.new_end
     phoff = plan.phoff
-    if phoff != elf.header.e_phoff:
+    if elf.phdrs_movable:  # written even where it lands at its old offset: no block copied it
         _pad(dst_fd, position, phoff)
         copy_range(elf.fd, dst_fd, elf.header.e_phoff, phoff, elf.header_end - elf.header.e_phoff)
         position = elf.header_end - elf.header.e_phoff + phoff
