@@ -223,8 +223,9 @@ ensure_python
 # --- test toolchain ------------------------------------------------------------------------------------
 if [ "$want_test" -eq 1 ]; then
     apt_install gcc g++ libc6-dev musl-tools qemu-user elfutils gdb binutils llvm time patchelf systemtap-sdt-dev
-    # binslim bundle: real Debian programs to bundle (jq, sqlite3) and lddtree (pax-utils) to compare with.
-    apt_install jq sqlite3 pax-utils
+    # binslim bundle: real Debian programs to bundle (jq, sqlite3), lddtree (pax-utils) to compare with, and
+    # Debian's own python3, which user nobody can run for the user-namespace test.
+    apt_install jq sqlite3 pax-utils python3-minimal
     apt_install -t "$backports" golang-1.23-go
     # The Docker recipe tests (tests/docker_engine.py) start this dockerd themselves and build their base
     # images with debootstrap. Installing docker.io must not start a daemon: policy-rc.d says no while it runs.

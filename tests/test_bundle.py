@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -405,6 +406,57 @@ def test_loader_fallback_without_chroot_or_namespaces(
     monkeypatch.setattr(bundler, "_userns_works", lambda unshare: False)
     result = bundle([jq], tmp_path / "root")
     assert result.checks[0].method == "loader" and result.checks[0].same_behaviour is True
+
+
+NOBODY = "65534"
+
+
+def test_verifies_in_a_user_namespace_when_not_root() -> None:
+    """Not root: the check runs in a user namespace (unshare --map-root-user), for real, as user nobody
+    with Debian's own python3 and a copy of this checkout's package (nobody cannot read root's python)."""
+    jq = require_tool("jq")
+    python = require_tool("/usr/bin/python3", package="python3-minimal")
+    as_nobody = [require_tool("setpriv"), f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    allowed = subprocess.run(
+        [*as_nobody, require_tool("unshare"), "--map-root-user", "true"], capture_output=True, timeout=30
+    )
+    if allowed.returncode != 0:
+        pytest.skip("this kernel gives no user namespace to an unprivileged user: " + allowed.stderr.decode())
+    shared = Path(tempfile.mkdtemp(prefix="binslim-userns-"))
+    try:
+        shared.chmod(0o777)
+        shutil.copytree(
+            REPO_ROOT / "binslim", shared / "binslim", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        done = subprocess.run(
+            [
+                *as_nobody,
+                "env",
+                "-i",
+                "PATH=/usr/bin:/bin",
+                f"HOME={shared}",
+                f"PYTHONPATH={shared}",
+                python,
+                "-m",
+                "binslim",
+                "bundle",
+                jq,
+                "-o",
+                str(shared / "root"),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=shared,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        (check,) = json.loads(done.stdout)["verify"]
+        assert check["method"] == "user namespace"
+        assert check["ran"] is True and check["same_behaviour"] is True, check
+        assert (shared / "root" / "usr" / "bin" / "jq").stat().st_uid == int(NOBODY)
+    finally:
+        shutil.rmtree(shared)
 
 
 def test_a_library_found_only_through_the_cache_gets_a_cache_in_the_root(
