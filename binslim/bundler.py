@@ -33,6 +33,7 @@ from .errors import (
 from .options import SlimOptions
 from .resolve import ProgramDeps, SearchConfig, resolve, search_config
 from .runner import Completed, Runner, run
+from .verification.measure import AddedStartup, Timing
 
 WITH_CHOICES = ("certs", "tz", "nss", "gconv")
 SCHEMA = 1
@@ -108,7 +109,7 @@ class BundleFile:
 
 @dataclass(frozen=True)
 class ProgramCheck:
-    """How one program behaved inside the root, compared with the original."""
+    """How one program behaved inside the root, compared with the original (as binslim.verifier compares)."""
 
     program: str
     path_in_root: str
@@ -116,20 +117,32 @@ class ProgramCheck:
     ran: bool
     same_behaviour: bool | None
     reason: str
-    original_ms: float | None = None  # median wall time of the original's runs
-    root_ms: float | None = None  # the same inside the root
+    original: Timing | None = None  # startup and peak RSS on the host
+    root: Timing | None = None  # the same inside the root
+    added: AddedStartup | None = None  # what the root adds: mean of paired differences, 95% interval
+    original_varies: bool = False  # the original's own runs differed: nothing could be compared
 
     def to_dict(self) -> dict[str, Any]:
+        startup = peak = None
+        if self.original is not None and self.root is not None and self.added is not None:
+            startup = {
+                "original": round(self.original.median_ms, 3),
+                "root": round(self.root.median_ms, 3),
+                "added": round(self.added.added_ms, 3),
+                "added_low": None if self.added.low_ms is None else round(self.added.low_ms, 3),
+                "added_high": None if self.added.high_ms is None else round(self.added.high_ms, 3),
+            }
+            peak = {"original": self.original.peak_rss_kib, "root": self.root.peak_rss_kib}
         return {
             "program": self.program,
             "path_in_root": self.path_in_root,
             "method": self.method,
             "ran": self.ran,
             "same_behaviour": self.same_behaviour,
+            "original_varies": self.original_varies,
             "reason": self.reason,
-            "startup_ms": None
-            if self.original_ms is None or self.root_ms is None
-            else {"original": round(self.original_ms, 3), "root": round(self.root_ms, 3)},
+            "startup_ms": startup,
+            "peak_rss_kib": peak,
         }
 
 
@@ -288,6 +301,8 @@ def bundle_with(programs: Sequence[str], output: str, options: BundleOptions) ->
             for program in programs:
                 check = _verify_in_root(program, root, options)
                 checks.append(check)
+                if check.original_varies:
+                    raise VerificationError(f"{program}: {check.reason}; nothing was installed")
                 if check.same_behaviour is False:
                     raise VerificationError(
                         f"{program}: does not behave inside the root as on the host: {check.reason}; nothing"
@@ -803,47 +818,85 @@ def _verify_in_root(program: str, root: str, options: BundleOptions) -> ProgramC
 
 
 def _compare_in_root(program: str, root: str, in_root: str, options: BundleOptions) -> ProgramCheck:
-    from .verification.compare import describe_same, difference
+    """As the verifier compares (binslim.verifier): the original twice (it must not vary), the root side once,
+    then ABBA timed rounds in which every run is compared with the original's first."""
+    from .verification import compare
+    from .verification.measure import NotMeasured, measure
 
     method, launcher = _launcher(root, in_root)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C", "HOME": "/", **(options.verify_env or {})}
     with tempfile.TemporaryDirectory(prefix="binslim-bundle-run-") as scratch:
-        original_cmd = [os.path.abspath(program), *options.verify_args]
-        root_cmd = [*launcher, *options.verify_args]
+        # The timed rounds use the plain arguments, also with --verify-cmd (as the verifier does).
+        timed = ([os.path.abspath(program), *options.verify_args], [*launcher, *options.verify_args])
+        compared = timed
         if options.verify_cmd is not None:
             wrapper = _wrapper_script(scratch, launcher)
-            original_cmd = [os.path.abspath(options.verify_cmd), os.path.abspath(program)]
-            root_cmd = [os.path.abspath(options.verify_cmd), wrapper]
+            script = os.path.abspath(options.verify_cmd)
+            compared = ([script, os.path.abspath(program)], [script, wrapper])
 
-        def once(argv: list[str]) -> Completed:
-            return options.runner(argv, timeout=options.verify_timeout, cwd=scratch, env=env, isolate=True)
+        def once(argv: Sequence[str], measure_rss: bool = False) -> Completed:
+            return options.runner(
+                list(argv),
+                timeout=options.verify_timeout,
+                cwd=scratch,
+                env=env,
+                isolate=True,
+                measure_rss=measure_rss,
+            )
+
+        def ran(same: bool | None, reason: str, **timing: Any) -> ProgramCheck:
+            return ProgramCheck(program, in_root, method, True, same, reason, **timing)
 
         try:
-            before = once(original_cmd)
+            before, again = once(compared[0]), once(compared[0])
         except BinslimError as exc:
             return ProgramCheck(program, in_root, method, False, None, f"the original cannot be run: {exc}")
+        variation = compare.difference(before, again, options.verify_timeout, ("first run", "second run"))
+        if variation is not None:
+            reason = compare.varies(f"first→second run: {variation}", options.verify_cmd)
+            return ran(None, reason, original_varies=True)
         if before.returncode == 127 and b"error while loading shared libraries" in before.stderr:
             # Nothing to compare with: the original stops in the loader (LD_LIBRARY_PATH in verify_env helps).
             loader_error = before.stderr.decode("utf-8", "replace").strip().splitlines()[0]
             reason = f"the original cannot load its libraries here ({loader_error})"
             return ProgramCheck(program, in_root, method, False, None, reason)
-        after = once(root_cmd)
-        differs = difference(before, after, options.verify_timeout, ("original", "root"))
+        differs = compare.difference(before, once(compared[1]), options.verify_timeout, ("original", "root"))
         if differs is not None:
-            return ProgramCheck(program, in_root, method, True, False, differs)
-        reason = describe_same(before)
-        original_ms = [before.seconds * 1000.0]
-        root_ms = [after.seconds * 1000.0]
-        for _ in range(max(0, options.verify_runs - 1)):
-            original_ms.append(once(original_cmd).seconds * 1000.0)
-            root_ms.append(once(root_cmd).seconds * 1000.0)
-    return ProgramCheck(program, in_root, method, True, True, reason, _median(original_ms), _median(root_ms))
+            return ran(False, differs)
+        same = compare.describe_same(before)
+        if before.timed_out or options.verify_runs < 1:
+            return ran(True, same)
+        reference = before if options.verify_cmd is None else None
+        first: list[Completed] = [] if reference is None else [reference]
+
+        def check_run(side: int, label: str, completed: Completed) -> None:
+            if not first:
+                first.append(completed)
+                return
+            who = ("original", "root")[side]
+            detail = compare.difference(first[0], completed, options.verify_timeout, ("reference", who))
+            if detail is not None:
+                message = f"{label} of the {who} differs from the original's first run: {detail}"
+                raise _RunDiffers(side, message)
+
+        try:
+            (host, inside), added = measure(
+                lambda side, rss: once(timed[side], rss), [0, 1], runs=options.verify_runs, check=check_run
+            )
+        except NotMeasured as exc:
+            return ran(True, f"{same}; startup not measured: {exc}")
+        except _RunDiffers as run_differs:
+            if run_differs.side == 0:
+                return ran(None, run_differs.detail, original_varies=True)
+            return ran(False, run_differs.detail)
+    return ran(True, same, original=host, root=inside, added=added)
 
 
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+class _RunDiffers(Exception):
+    def __init__(self, side: int, detail: str) -> None:
+        super().__init__(detail)
+        self.side = side
+        self.detail = detail
 
 
 def _launcher(root: str, in_root: str) -> tuple[str, list[str]]:
@@ -935,8 +988,11 @@ def render_text(result: BundleResult) -> str:
     for check in result.checks:
         state = "same" if check.same_behaviour else ("not run" if not check.ran else "DIFFERENT")
         timing = ""
-        if check.original_ms is not None and check.root_ms is not None:
-            timing = f"; startup {check.original_ms:.2f} ms on the host, {check.root_ms:.2f} ms in the root"
+        if check.original is not None and check.root is not None and check.added is not None:
+            timing = (
+                f"; startup {check.original.median_ms:.2f} ms on the host, {check.root.median_ms:.2f} ms in"
+                f" the root, added {check.added.describe()}"
+            )
         lines.append(
             f"verify {os.path.basename(check.program)} ({check.method}): {state}: {check.reason}{timing}"
         )

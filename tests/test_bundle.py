@@ -267,7 +267,12 @@ def test_json_report_and_library_call(tmp_path: Path) -> None:
     program = next(f for f in report["files"] if f["path"] == jq)
     assert program["action"] == "packed" and program["size"]["after"] < program["size"]["before"]
     assert report["verify"][0]["same_behaviour"] is True and report["verify"][0]["method"] == "chroot"
-    assert report["verify"][0]["startup_ms"]["root"] > 0
+    check = report["verify"][0]
+    assert check["startup_ms"]["root"] > 0 and check["original_varies"] is False
+    # The verifier's method: the mean of ABBA paired differences, inside its own 95% interval.
+    startup = check["startup_ms"]
+    assert startup["added_low"] <= startup["added"] <= startup["added_high"]
+    assert check["peak_rss_kib"]["original"] > 0 and check["peak_rss_kib"]["root"] > 0
     assert binslim.bundle is bundle
     assert isinstance(binslim.bundle([jq], tmp_path / "again", verify=False), BundleResult)
 
@@ -406,6 +411,16 @@ def test_loader_fallback_without_chroot_or_namespaces(
     monkeypatch.setattr(bundler, "_userns_works", lambda unshare: False)
     result = bundle([jq], tmp_path / "root")
     assert result.checks[0].method == "loader" and result.checks[0].same_behaviour is True
+
+
+def test_an_original_that_varies_is_exit_3_and_nothing_is_installed(tmp_path: Path) -> None:
+    """As slimming does: the original runs twice first; output that changes from run to run (nanoseconds)
+    cannot be compared, so nothing is installed and the message says why and what to do."""
+    done = run_binslim("bundle", "/usr/bin/date", "--verify-args", "+%N", "-o", str(tmp_path / "root"))
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "the original itself is not deterministic" in done.stderr and "--verify-cmd" in done.stderr
+    assert "nothing was installed" in done.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 NOBODY = "65534"
