@@ -821,7 +821,7 @@ def _compare_in_root(program: str, root: str, in_root: str, options: BundleOptio
     """As the verifier compares (binslim.verifier): the original twice (it must not vary), the root side once,
     then ABBA timed rounds in which every run is compared with the original's first."""
     from .verification import compare
-    from .verification.measure import NotMeasured, measure
+    from .verification.measure import NotMeasured, RunDiffers, against_first_run, measure
 
     method, launcher = _launcher(root, in_root)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C", "HOME": "/", **(options.verify_env or {})}
@@ -866,37 +866,20 @@ def _compare_in_root(program: str, root: str, in_root: str, options: BundleOptio
         same = compare.describe_same(before)
         if before.timed_out or options.verify_runs < 1:
             return ran(True, same)
+        # With --verify-cmd the timed runs use the plain arguments: their reference is the first warm-up.
         reference = before if options.verify_cmd is None else None
-        first: list[Completed] = [] if reference is None else [reference]
-
-        def check_run(side: int, label: str, completed: Completed) -> None:
-            if not first:
-                first.append(completed)
-                return
-            who = ("original", "root")[side]
-            detail = compare.difference(first[0], completed, options.verify_timeout, ("reference", who))
-            if detail is not None:
-                message = f"{label} of the {who} differs from the original's first run: {detail}"
-                raise _RunDiffers(side, message)
-
+        check = against_first_run(reference, ("original", "root"), timeout=options.verify_timeout)
         try:
             (host, inside), added = measure(
-                lambda side, rss: once(timed[side], rss), [0, 1], runs=options.verify_runs, check=check_run
+                lambda side, rss: once(timed[side], rss), [0, 1], runs=options.verify_runs, check=check
             )
         except NotMeasured as exc:
             return ran(True, f"{same}; startup not measured: {exc}")
-        except _RunDiffers as run_differs:
+        except RunDiffers as run_differs:
             if run_differs.side == 0:
                 return ran(None, run_differs.detail, original_varies=True)
             return ran(False, run_differs.detail)
     return ran(True, same, original=host, root=inside, added=added)
-
-
-class _RunDiffers(Exception):
-    def __init__(self, side: int, detail: str) -> None:
-        super().__init__(detail)
-        self.side = side
-        self.detail = detail
 
 
 def _launcher(root: str, in_root: str) -> tuple[str, list[str]]:

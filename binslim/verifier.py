@@ -32,7 +32,7 @@ from .errors import (
 from .runner import Completed, Runner, run
 from .verification import compare
 from .verification.launch import CannotRun, Launch, Stage, plan_launch, qemu_for, run_in_stage
-from .verification.measure import AddedStartup, NotMeasured, Timing, measure
+from .verification.measure import AddedStartup, NotMeasured, RunDiffers, Timing, against_first_run, measure
 from .verification.static import check, read_facts, static_check
 
 __all__ = [
@@ -93,15 +93,6 @@ class VerifyResult:
             "startup_ms": startup,
             "peak_rss_kib": rss,
         }
-
-
-class _Differs(Exception):
-    """A run did not match the reference: ``side`` 0 is the original (it varies), 1 the result."""
-
-    def __init__(self, side: int, detail: str) -> None:
-        super().__init__(detail)
-        self.side = side
-        self.detail = detail
 
 
 def verify(
@@ -229,7 +220,7 @@ def _time_startup(job: _Job, reference: Completed, same: VerifyResult, runs: int
         )
     except NotMeasured as exc:
         return _with_reason(same, f"{same.reason}; startup not measured: {exc}")
-    except _Differs as differs:
+    except RunDiffers as differs:
         if differs.side == 0:
             return _varies(job.args, compare.varies(differs.detail, None))
         return VerifyResult(ran=True, args=job.args, same_behaviour=False, reason=differs.detail)
@@ -271,25 +262,15 @@ def _measure_against(
     runner: Runner,
 ) -> tuple[list[Timing], AddedStartup | None]:
     """``measure`` with every run compared to ``reference`` (the first warm-up of side 0 when None)."""
-    first: list[Completed] = [] if reference is None else [reference]
 
     def run_once(side: int, measure_rss: bool) -> Completed:
         return run_in_stage(
             stage, side, command, launch, timeout=timeout, runner=runner, measure_rss=measure_rss
         )
 
-    def check_run(side: int, label: str, completed: Completed) -> None:
-        if not first:
-            first.append(completed)
-            if completed.timed_out:
-                raise NotMeasured(f"the {label} took longer than {timeout:g} s")
-            return
-        who = ("original", "result")[side] if len(sides) == 2 else "binary"
-        detail = compare.difference(first[0], completed, timeout, ("reference run", f"{label} of the {who}"))
-        if detail is not None:
-            raise _Differs(side, f"{label} of the {who} differs from the original's first run: {detail}")
-
-    return measure(run_once, sides, runs=runs, check=check_run)
+    names = ("original", "result") if len(sides) == 2 else ("binary", "binary")
+    check = against_first_run(reference, names, timeout=timeout)
+    return measure(run_once, sides, runs=runs, check=check)
 
 
 def require_same(result: VerifyResult, path: str | None = None) -> None:
@@ -338,6 +319,6 @@ def measure_startup(
                 runs=runs,
                 runner=runner,
             )
-        except (NotMeasured, _Differs) as exc:
+        except (NotMeasured, RunDiffers) as exc:
             raise file_error(path, f"startup not measured: {exc}", ToolFailedError) from exc
     return timing

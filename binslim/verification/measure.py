@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import ToolFailedError, UnsupportedError
 from ..runner import Completed
+from . import compare
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
 _T975 = (
@@ -78,6 +79,34 @@ class NotMeasured(Exception):
 
 RunOnce = Callable[[int, bool], Completed]  # (side, measure_rss) → the run
 Check = Callable[[int, str, Completed], None]  # (side, which run, the run); raises when it differs
+
+
+class RunDiffers(Exception):
+    """A run did not match the reference: ``side`` 0 is the original (it varies), 1 the result."""
+
+    def __init__(self, side: int, detail: str) -> None:
+        super().__init__(detail)
+        self.side = side
+        self.detail = detail
+
+
+def against_first_run(reference: Completed | None, names: Sequence[str], *, timeout: float) -> Check:
+    """A ``check`` that compares every run with ``reference`` (when None, with the first run it is given,
+    which must not time out) and raises RunDiffers at the first difference; ``names[side]`` says whose."""
+    first: list[Completed] = [] if reference is None else [reference]
+
+    def check(side: int, label: str, completed: Completed) -> None:
+        if not first:
+            first.append(completed)
+            if completed.timed_out:
+                raise NotMeasured(f"the {label} took longer than {timeout:g} s")
+            return
+        who = names[side]
+        detail = compare.difference(first[0], completed, timeout, ("reference run", f"{label} of the {who}"))
+        if detail is not None:
+            raise RunDiffers(side, f"{label} of the {who} differs from the original's first run: {detail}")
+
+    return check
 
 
 def measure(
