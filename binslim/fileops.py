@@ -155,18 +155,22 @@ def _release(tmp: str) -> None:
         os.close(fd)
 
 
-def sweep_stale(folder: str) -> None:
-    """Remove what a killed binslim left in ``folder``: ``.binslim-*.tmp`` files and ``.binslim-*``
-    folders that no live process holds locked and that are older than a minute. Once per folder and run."""
-    if folder in _swept:
+def sweep_stale(folder: str, prefix: str = TEMP_PREFIX) -> None:
+    """Remove what a killed binslim left in ``folder``: with the ``.binslim-`` prefix, temporary files and
+    folders; with another prefix (scratch folders in the shared temporary folder), folders only. Only what no
+    live process holds locked and is older than a minute goes. Once per folder, prefix and run."""
+    key = os.path.join(folder, prefix)
+    if key in _swept:
         return
-    _swept.add(folder)
+    _swept.add(key)
     try:
-        entries = [e for e in os.scandir(folder) if e.name.startswith(TEMP_PREFIX)]
+        entries = [e for e in os.scandir(folder) if e.name.startswith(prefix)]
     except OSError:
         return
     for entry in entries:
-        _remove_if_stale(entry.path, is_dir=entry.is_dir(follow_symlinks=False))
+        is_dir = entry.is_dir(follow_symlinks=False)
+        if is_dir or prefix == TEMP_PREFIX:
+            _remove_if_stale(entry.path, is_dir=is_dir)
 
 
 def _remove_if_stale(path: str, *, is_dir: bool) -> None:
@@ -198,14 +202,13 @@ def _remove_if_stale(path: str, *, is_dir: bool) -> None:
 @contextlib.contextmanager
 def scratch_dir(prefix: str, folder: str | None = None) -> Iterator[str]:
     """A private folder (``folder``, by default the system's temporary folder), removed at the end. It is
-    locked while in use, so stale ones a SIGKILL left behind are removed by the next run (sweep_stale
-    looks at names starting with ``.binslim-``; other prefixes are swept here)."""
+    locked while in use, so stale ones a SIGKILL left behind are removed by the next run (sweep_stale)."""
     import shutil
     import tempfile
 
     parent = folder if folder is not None else tempfile.gettempdir()
     if not prefix.startswith(TEMP_PREFIX):
-        _sweep_prefix(parent, prefix)
+        sweep_stale(parent, prefix)
     path = tempfile.mkdtemp(prefix=prefix, dir=parent)
     try:
         fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -218,20 +221,6 @@ def scratch_dir(prefix: str, folder: str | None = None) -> Iterator[str]:
     finally:
         shutil.rmtree(path, ignore_errors=True)
         os.close(fd)
-
-
-def _sweep_prefix(parent: str, prefix: str) -> None:
-    key = os.path.join(parent, prefix)
-    if key in _swept:
-        return
-    _swept.add(key)
-    try:
-        entries = [e for e in os.scandir(parent) if e.name.startswith(prefix)]
-    except OSError:
-        return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            _remove_if_stale(entry.path, is_dir=True)
 
 
 @contextlib.contextmanager
