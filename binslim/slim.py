@@ -289,7 +289,7 @@ def _slim(
         go_note = build_info_note(source, stripped_path, runner=o.program_runner)
         if go_note:
             notes.append(go_note)
-    final_size = os.path.getsize(final_path)
+    final_size = os.path.getsize(final_path) if packing.path else stripped.stripped_size
     if companion is not None:
         notes.append(_companion_note(companion, o.dry_run))
     _install(source, target, final_path, companion, o)
@@ -314,7 +314,7 @@ def _slim(
 
 
 def _same_path(source: str, target: str) -> bool:
-    return os.path.abspath(target) == os.path.abspath(source)
+    return target == source or os.path.abspath(target) == os.path.abspath(source)
 
 
 def _prepare_companion(source: str, target: str, temps: _Temps, o: SlimOptions) -> PendingDebugFile | None:

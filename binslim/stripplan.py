@@ -6,7 +6,7 @@ Below the writers of the strip stage (strip, sstrip, debuginfo), which all ask i
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._record import Record
@@ -133,8 +133,8 @@ class StripPlan:
         return [s for s in self.elf.sections if s.index not in self.removed]
 
 
-def _matches(name: str, patterns: Iterable[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return bool(patterns) and any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 # DEBUG_PATTERNS as plain string tests: fnmatch compiles a regular expression per pattern, which costs a
@@ -452,12 +452,16 @@ def _private_strtab(elf: ElfFile, symtab: Section, kept: list[Section]) -> Secti
 def _saved_by_section(plan: StripPlan, blocks: Sequence[LoadedBlock]) -> list[RemovedSection]:
     """Bytes each removal saves: the parts of a section inside a copied block of loaded bytes save nothing."""
     result = []
+    spans = [(b.start, b.end) for b in blocks]
     for index, kind in sorted(plan.removed.items()):
         s = plan.elf.sections[index]
         saved = 0
         if s.has_file_bytes:
-            covered = sum(max(0, min(s.file_end, b.end) - max(s.sh_offset, b.start)) for b in blocks)
-            saved = s.sh_size - covered
+            start, end = s.sh_offset, s.sh_offset + s.sh_size
+            saved = s.sh_size
+            for block_start, block_end in spans:
+                if block_start < end and start < block_end:
+                    saved -= min(end, block_end) - max(start, block_start)
         result.append(RemovedSection(s.name, kind, saved))
     return result
 

@@ -31,21 +31,22 @@ from tests.helpers import clean_env, run_binslim
 
 TIMEOUT = 120
 
-# Runs the CLI with its first copy into the output made slow, so that a signal lands mid-write: the temporary
-# file exists and is partly written. BINSLIM_TEST_READY is created when that point is reached.
+# Runs the CLI with each write into the output made slow, so that a signal lands mid-write: the temporary file
+# exists and is (partly) written but not in place. BINSLIM_TEST_READY is created when that point is reached.
+# (A big output is written piece by piece; a small one is built in memory and written with one call.)
 SLOW_CLI = r"""
 import os, sys, time
 import binslim.elf.writer as writer
 
-real_copy_range = writer.copy_range
+real_write_all = writer.write_all
 
-def slow_copy_range(*args, **kwargs):
-    real_copy_range(*args, **kwargs)
+def slow_write_all(*args, **kwargs):
+    real_write_all(*args, **kwargs)
     with open(os.environ["BINSLIM_TEST_READY"], "a") as ready:
         ready.write(f"{os.getpid()}\n")
     time.sleep(float(os.environ["BINSLIM_TEST_SLEEP"]))
 
-writer.copy_range = slow_copy_range
+writer.write_all = slow_write_all
 from binslim.cli import main
 main(prog_name="binslim")
 """

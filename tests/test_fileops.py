@@ -275,17 +275,21 @@ def test_stale_scratch_folders_do_not_pile_up(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []
 
 
+# A small input is read whole at open and its output built in memory; a big one is streamed.
+@pytest.mark.parametrize("fixture", ["hello-c-pie", "go-cmd"])
 def test_input_truncated_while_read(
-    fixtures: dict[str, Fixture], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fixtures: dict[str, Fixture], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fixture: str
 ) -> None:
-    program = _program(fixtures, tmp_path / "in")
-    real_copy = writer.copy_range
+    (tmp_path / "in").mkdir()
+    program = tmp_path / "in" / "prog"
+    shutil.copy2(fixtures[fixture].path, program)
+    real_write = writer.write_all
 
-    def truncate_first(src: int, dst: int, src_offset: int, dst_offset: int, length: int) -> None:
+    def truncate_first(fd: int, data: bytes, offset: int) -> None:
         os.truncate(program, 100)
-        real_copy(src, dst, src_offset, dst_offset, length)
+        real_write(fd, data, offset)
 
-    monkeypatch.setattr(writer, "copy_range", truncate_first)
+    monkeypatch.setattr(writer, "write_all", truncate_first)
     with pytest.raises(BinslimError, match=rf"^{program}: changed while being read$"):
         strip(program, tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -73,7 +73,7 @@ def _chunked(src_fd: int, dst_fd: int, src_offset: int, dst_offset: int, length:
         done += len(chunk)
 
 
-def write_all(fd: int, data: bytes, offset: int) -> None:
+def write_all(fd: int, data: bytes | bytearray, offset: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, offset)

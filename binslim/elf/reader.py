@@ -1,4 +1,4 @@
-"""Read and validate an ELF file's headers without loading its contents.
+"""Read and validate an ELF file's headers without loading a big file's contents.
 
 Every offset, size and count is checked against the file size before it is used, so a hostile file can neither
 make us read past its end nor allocate more than its own size in header tables.
@@ -25,6 +25,9 @@ _SHSTRTAB_READ_WHOLE_LIMIT = 16 << 20
 _MAX_NAME = 4096
 # Zero padding longer than this at a segment's end is left alone (it is not linker alignment).
 _MAX_ZERO_TAIL = 1 << 16
+# A file up to this size is read whole, in one call, when opened: a tree of small programs then costs one
+# read each instead of one per header table, and the writer can build the output in memory (see ``data``).
+IN_MEMORY_BYTES = 1 << 20
 
 
 class Segment(Record):
@@ -169,11 +172,29 @@ def pread_exact(fd: int, size: int, offset: int) -> bytes:
     return b"".join(chunks)
 
 
-class ElfFile:
-    """An open ELF file: headers parsed and validated, contents left on disk.
+def _read_whole(fd: int, size: int, path: str) -> bytes:
+    """The file's ``size`` bytes; "changed while being read" when it has more or fewer."""
+    chunks = []
+    got = 0
+    while got <= size:  # asks for one byte more than expected: a file that grew is caught
+        chunk = os.pread(fd, size + 1 - got, got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    if got != size:
+        raise file_error(path, "changed while being read")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    Use as a context manager; ``fd`` stays open for streaming copies until ``close()``.
+
+class ElfFile:
+    """An open ELF file: headers parsed and validated; a big file's contents left on disk.
+
+    Use as a context manager; ``fd`` stays open for streaming copies until ``close()``. ``data`` holds the
+    whole file when it is at most IN_MEMORY_BYTES long (read once, at open), else None.
     """
+
+    data: bytes | None
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -196,6 +217,9 @@ class ElfFile:
                 raise file_error(path, "not a regular file", NotELFError)
             self.size = st.st_size
             self.stat = st
+            self.data = None
+            if st.st_size <= IN_MEMORY_BYTES:
+                self.data = _read_whole(fd, st.st_size, path)
             self._parse()
         except BaseException:
             os.close(fd)
@@ -224,6 +248,8 @@ class ElfFile:
     def read(self, offset: int, size: int) -> bytes:
         if offset < 0 or size < 0 or offset + size > self.size:
             raise self._malformed(f"read of {size} bytes at offset {offset} is past the end of the file")
+        if self.data is not None:
+            return self.data[offset : offset + size]
         try:
             return pread_exact(self.fd, size, offset)
         except EOFError as exc:
@@ -297,7 +323,7 @@ class ElfFile:
         """The class and byte order from e_ident (NotELFError for anything else), and the OS ABI byte."""
         if self.size == 0:
             raise file_error(self.path, "empty file, not an ELF file", NotELFError)
-        ident = os.pread(self.fd, 16, 0)
+        ident = self.data[:16] if self.data is not None else os.pread(self.fd, 16, 0)
         if ident[:4] != c.ELFMAG:
             if ident[:2] == b"#!":
                 raise file_error(self.path, "a script, not an ELF file", NotELFError)
@@ -417,7 +443,10 @@ class ElfFile:
             )
         if names_source[1] == c.SHT_NOBITS or strtab_offset + strtab_size > self.size:
             raise self._malformed("section name table extends past the end of the file")
-        whole = self.read(strtab_offset, strtab_size) if strtab_size <= _SHSTRTAB_READ_WHOLE_LIMIT else None
+        # Read whole (the usual case), the table is decoded once and each name is a slice of it.
+        whole = None
+        if strtab_size <= _SHSTRTAB_READ_WHOLE_LIMIT:
+            whole = self.read(strtab_offset, strtab_size).decode(NAME_ENCODING)
 
         def name_of(offset: int, index: int) -> str:
             if offset >= strtab_size:
@@ -427,11 +456,10 @@ class ElfFile:
                     f"section {index} name offset {offset} is past the end of the name table"
                 )
             if whole is not None:
-                end = whole.find(b"\0", offset)
-                raw = whole[offset:] if end < 0 else whole[offset:end]
-            else:
-                size = min(_MAX_NAME, strtab_size - offset)
-                raw = self.read(strtab_offset + offset, size).split(b"\0", 1)[0]
+                end = whole.find("\0", offset)
+                return whole[offset:] if end < 0 else whole[offset:end]
+            size = min(_MAX_NAME, strtab_size - offset)
+            raw = self.read(strtab_offset + offset, size).split(b"\0", 1)[0]
             return raw.decode(NAME_ENCODING)
 
         return name_of
@@ -499,9 +527,7 @@ class ElfFile:
             return None
         segment = last[0]
         inside = [
-            s.file_end
-            for s in self.sections
-            if s.has_file_bytes and s.sh_offset < end and s.file_end > segment.p_offset
+            span_end for offset, span_end in self.file_spans if offset < end and span_end > segment.p_offset
         ]
         if not inside:
             return None
@@ -542,8 +568,12 @@ class ElfFile:
             return {}
         first = min(loads, key=lambda p: p.p_vaddr)
         candidates: dict[int, tuple[Segment, int]] = {}
+        # A segment whose file bytes end where a section ends uses them all (the usual case): no scan.
+        section_ends = {end for _, end in self.file_spans}
         for p in loads:
             if p is first or not p.p_filesz or p.p_memsz < p.p_filesz or p.p_offset < self.pinned_header_end:
+                continue
+            if p.file_end in section_ends:
                 continue
             used = self._used_end(p)
             if used >= p.file_end:
@@ -561,23 +591,42 @@ class ElfFile:
             del candidates[hit]  # its bytes stay, and are scanned like the others
         return {index: used - p.p_offset for index, (p, used) in sorted(candidates.items())}
 
+    @functools.cached_property
+    def file_spans(self) -> tuple[tuple[int, int], ...]:
+        """(offset, end) in the file of every section with file bytes, in section order."""
+        no_bytes = (c.SHT_NOBITS, c.SHT_NULL)
+        return tuple(
+            (s.sh_offset, s.sh_offset + s.sh_size)
+            for s in self.sections[1:]
+            if s.sh_size and s.sh_type not in no_bytes
+        )
+
+    @functools.cached_property
+    def _address_spans(self) -> tuple[tuple[int, int], ...]:
+        """(address, end) of every loaded section; an empty one counts as one byte."""
+        return tuple(
+            (s.sh_addr, s.sh_addr + max(1, s.sh_size)) for s in self.sections[1:] if s.sh_flags & c.SHF_ALLOC
+        )
+
     def _used_end(self, p: Segment) -> int:
         """The file offset in PT_LOAD ``p`` past which no section, other program header or section address
         lies."""
-        used = p.p_offset
+        start, end = p.p_offset, p.p_offset + p.p_filesz
+        used = start
         low, high = p.p_vaddr, p.p_vaddr + p.p_filesz
-        for s in self.sections[1:]:
-            if s.has_file_bytes and s.sh_offset < p.file_end and s.file_end > p.p_offset:
-                used = max(used, min(s.file_end, p.file_end))
-            if s.is_alloc and s.sh_addr < high and s.sh_addr + max(1, s.sh_size) > low:
-                used = max(used, p.p_offset + min(s.sh_addr + max(1, s.sh_size), high) - low)
+        for offset, span_end in self.file_spans:
+            if offset < end and span_end > start and span_end > used:
+                used = min(span_end, end)
+        for address, address_end in self._address_spans:
+            if address < high and address_end > low:
+                used = max(used, start + min(address_end, high) - low)
         for q in self.segments:
             if q is p or q.p_type == c.PT_NULL:
                 continue
-            if q.p_filesz and q.p_offset < p.file_end and q.file_end > p.p_offset:
-                used = max(used, min(q.file_end, p.file_end))
+            if q.p_filesz and q.p_offset < end and q.file_end > start:
+                used = max(used, min(q.file_end, end))
             if q.p_memsz and q.p_vaddr < high and q.p_vaddr + q.p_memsz > low:
-                used = max(used, p.p_offset + min(q.p_vaddr + q.p_memsz, high) - low)
+                used = max(used, start + min(q.p_vaddr + q.p_memsz, high) - low)
         return used
 
     def _addresses_into(self, candidates: dict[int, tuple[Segment, int]]) -> int | None:
@@ -635,7 +684,7 @@ class ElfFile:
     def image_end(self) -> int:
         """End of everything the ELF headers account for; bytes past it are an overlay."""
         ends = [self.segments_end, self.section_table_end]
-        ends.extend(s.file_end for s in self.sections if s.has_file_bytes)
+        ends.extend(end for _, end in self.file_spans)
         return max(ends)
 
     @functools.cached_property

@@ -18,6 +18,8 @@ from .copy import copy_range, write_all
 from .reader import NAME_ENCODING, ElfFile, Section, Segment
 
 _ZERO_SCAN_CHUNK = 1 << 20
+# Up to this size an output is built in memory and written with one call (see _Output).
+BUFFERED_OUTPUT_BYTES = 1 << 20
 
 
 class OutputSection:
@@ -188,17 +190,18 @@ def plan_layout(elf: ElfFile, sections: Sequence[OutputSection]) -> LayoutPlan:
         phoff = align_up(position, elf.layout.word_size)
         position = phoff + elf.header.e_phnum * elf.layout.phdr.size
     shstrndx = elf.header.e_shstrndx
+    spans = [(b.start, b.end, b.delta) for b in blocks]
     body = [s for s in sections if s.original.index not in (0, shstrndx)]
     for out in sorted(body, key=lambda s: (s.original.sh_offset, s.original.index)):
         original = out.original
+        at = original.sh_offset
         if not original.has_file_bytes or out.size == 0:
-            at = original.sh_offset
-            block = next((b for b in blocks if b.start <= at <= b.end), None)
-            out.sh_offset = at + block.delta if block is not None else position
+            delta = _delta_at(spans, at, at)
+            out.sh_offset = at + delta if delta is not None else position
             continue
-        block = next((b for b in blocks if b.holds(original.sh_offset, original.file_end)), None)
-        if out.content is None and block is not None:
-            out.sh_offset = original.sh_offset + block.delta
+        delta = _delta_at(spans, at, at + original.sh_size) if out.content is None else None
+        if delta is not None:
+            out.sh_offset = at + delta
         else:
             out.sh_offset = align_up(position, max(1, original.sh_addralign))
             position = out.sh_offset + out.size
@@ -213,58 +216,143 @@ def plan_layout(elf: ElfFile, sections: Sequence[OutputSection]) -> LayoutPlan:
     )
 
 
+def _delta_at(spans: Sequence[tuple[int, int, int]], start: int, end: int) -> int | None:
+    """How far the first loaded block holding ``start``..``end`` moves, or None when none holds it."""
+    for block_start, block_end, delta in spans:
+        if block_start <= start and end <= block_end:
+            return delta
+    return None
+
+
+class _Output:
+    """Where the writer puts bytes: straight into the file (copy_file_range, pwrite), or, for an input read
+    whole (ElfFile.data) and an output of at most BUFFERED_OUTPUT_BYTES, into one buffer that ``finish``
+    writes with a single call: a small file then costs one write instead of dozens of system calls."""
+
+    def __init__(self, elf: ElfFile, fd: int, size: int) -> None:
+        self.elf = elf
+        self.fd = fd
+        self.buffer = bytearray(size) if elf.data is not None and size <= BUFFERED_OUTPUT_BYTES else None
+        if os.fstat(fd).st_size:  # truncating an empty file would make ext4 flush it at close
+            os.ftruncate(fd, 0)
+
+    def copy(self, src_offset: int, dst_offset: int, length: int) -> None:
+        """``length`` bytes of the input at ``src_offset``, to ``dst_offset``."""
+        if self.buffer is None:
+            copy_range(self.elf.fd, self.fd, src_offset, dst_offset, length)
+        else:
+            self.buffer[dst_offset : dst_offset + length] = self.elf.read(src_offset, length)
+
+    def write(self, data: bytes, offset: int) -> None:
+        if self.buffer is None:
+            write_all(self.fd, data, offset)
+        else:
+            self.buffer[offset : offset + len(data)] = data
+
+    def pad(self, start: int, end: int) -> None:
+        """Zeros from ``start`` to ``end`` (a buffer starts as zeros)."""
+        if end > start and self.buffer is None:
+            write_all(self.fd, bytes(end - start), start)
+
+    def finish(self) -> None:
+        if self.buffer is not None:
+            write_all(self.fd, self.buffer, 0)
+
+
 def write_layout(
     elf: ElfFile, sections: Sequence[OutputSection], dst_fd: int, plan: LayoutPlan | None = None
 ) -> WrittenLayout:
     """Write ``sections`` (section 0 first, in output index order) to ``dst_fd``, following ``plan`` when
     the caller already made it with plan_layout for these same sections."""
-    layout = elf.layout
     if plan is None:
         plan = plan_layout(elf, sections)
-    total, names_offset, table_offset = plan.size, plan.names_offset, plan.table_offset
-    names, name_offsets, blocks = plan.names, plan.name_offsets, plan.blocks
+    out = _Output(elf, dst_fd, plan.size)
+    position = _write_loaded(elf, out, plan)
+    position = _write_sections(elf, out, sections, plan, position)
     shstrndx_old = elf.header.e_shstrndx
+    if shstrndx_old:
+        out.pad(position, plan.names_offset)
+        out.write(plan.names, plan.names_offset)
+        position = plan.names_offset + len(plan.names)
     new_index = {s.original.index: i for i, s in enumerate(sections)}
+    shstrndx_new = new_index.get(shstrndx_old, 0)
+    table = _section_table(elf, sections, plan, shstrndx_new)
+    out.pad(position, plan.table_offset)
+    out.write(table, plan.table_offset)
+    position = plan.table_offset + len(table)
+    if elf.overlay_size:
+        out.copy(elf.image_end, position, elf.overlay_size)
+        position += elf.overlay_size
+    assert position == plan.size, (position, plan.size)
 
-    os.ftruncate(dst_fd, 0)
+    _patch_program_headers(elf, out, plan)
+    count = len(sections)
+    _patch_section_table_fields(
+        elf,
+        out,
+        plan.table_offset,
+        count if count < c.SHN_LORESERVE else 0,
+        shstrndx_new if shstrndx_new < c.SHN_LORESERVE else c.SHN_XINDEX,
+    )
+    out.finish()
+    return WrittenLayout(size=plan.size, overlay=elf.overlay_size, section_count=count)
+
+
+def _write_loaded(elf: ElfFile, out: _Output, plan: LayoutPlan) -> int:
+    """The loaded blocks at their new offsets, and a movable program header table after them; returns
+    where the output has reached."""
     position = 0
-    for block in blocks:
-        _pad(dst_fd, position, block.new_start)
-        copy_range(elf.fd, dst_fd, block.start, block.new_start, block.end - block.start)
+    for block in plan.blocks:
+        out.pad(position, block.new_start)
+        out.copy(block.start, block.new_start, block.end - block.start)
         position = block.new_end
-    phoff = plan.phoff
     if elf.phdrs_movable:  # written even where it lands at its old offset: no block copied it
-        _pad(dst_fd, position, phoff)
-        copy_range(elf.fd, dst_fd, elf.header.e_phoff, phoff, elf.header_end - elf.header.e_phoff)
+        layout, phoff = elf.layout, plan.phoff
+        out.pad(position, phoff)
+        out.copy(elf.header.e_phoff, phoff, elf.header_end - elf.header.e_phoff)
         position = elf.header_end - elf.header.e_phoff + phoff
         at, fmt = layout.e_phoff_at
-        write_all(dst_fd, struct.pack(layout.order + fmt, phoff), at)
-    for out in sorted(sections[1:], key=lambda s: s.sh_offset):
-        if out.original.index == shstrndx_old or out.sh_offset < position or out.size == 0:
+        out.write(struct.pack(layout.order + fmt, phoff), at)
+    return position
+
+
+def _write_sections(
+    elf: ElfFile, out: _Output, sections: Sequence[OutputSection], plan: LayoutPlan, position: int
+) -> int:
+    """Every kept section that no loaded block carried, at its planned offset; returns where the output
+    has reached."""
+    shstrndx_old = elf.header.e_shstrndx
+    for section in sorted(sections[1:], key=lambda s: s.sh_offset):
+        original = section.original
+        if original.index == shstrndx_old or section.sh_offset < position or section.size == 0:
             continue
-        if not out.original.has_file_bytes:
+        if not original.has_file_bytes:
             continue
-        _pad(dst_fd, position, out.sh_offset)
-        if out.content is None:
-            copy_range(elf.fd, dst_fd, out.original.sh_offset, out.sh_offset, out.size)
+        out.pad(position, section.sh_offset)
+        if section.content is None:
+            out.copy(original.sh_offset, section.sh_offset, section.size)
         else:
             written = 0
-            for chunk in out.content():
-                write_all(dst_fd, chunk, out.sh_offset + written)
+            for chunk in section.content():
+                out.write(chunk, section.sh_offset + written)
                 written += len(chunk)
-            if written != out.size:
+            if written != section.size:
                 raise AssertionError(
-                    f"section {out.original.name}: wrote {written} bytes, planned {out.size}"
+                    f"section {original.name}: wrote {written} bytes, planned {section.size}"
                 )
-        position = out.sh_offset + out.size
+        position = section.sh_offset + section.size
+    return position
 
-    if shstrndx_old:
-        _pad(dst_fd, position, names_offset)
-        write_all(dst_fd, names, names_offset)
-        position = names_offset + len(names)
 
+def _section_table(
+    elf: ElfFile, sections: Sequence[OutputSection], plan: LayoutPlan, shstrndx_new: int
+) -> bytes:
+    """The output's section header table, renumbered and pointing at the planned offsets."""
+    layout = elf.layout
+    shstrndx_old = elf.header.e_shstrndx
+    name_offsets = plan.name_offsets
     count = len(sections)
-    shstrndx_new = new_index.get(shstrndx_old, 0)
+    pack = layout.shdr.pack
     table = bytearray()
     for i, out in enumerate(sections):
         original = out.original
@@ -274,47 +362,49 @@ def write_layout(
             link = shstrndx_new if shstrndx_new >= c.SHN_LORESERVE else 0
             # Everything else is zero (gABI), but sh_info: it holds the segment count when e_phnum is PN_XNUM.
             info = original.sh_info if elf.phnum_in_section0 else 0
-            entry = Section(0, "", 0, c.SHT_NULL, 0, 0, 0, size, link, info, 0, 0)
+            table += pack(0, c.SHT_NULL, 0, 0, 0, size, link, info, 0, 0)
         elif original.index == shstrndx_old:
-            entry = original._replace(
-                sh_name=name_offsets[original.name], sh_offset=names_offset, sh_size=len(names), sh_link=0
+            table += pack(
+                name_offsets[original.name],
+                original.sh_type,
+                original.sh_flags,
+                original.sh_addr,
+                plan.names_offset,
+                len(plan.names),
+                0,
+                original.sh_info,
+                original.sh_addralign,
+                original.sh_entsize,
             )
         else:
-            entry = original._replace(
-                sh_name=name_offsets[original.name],
-                sh_offset=out.sh_offset,
-                sh_size=out.size,
-                sh_link=out.sh_link,
-                sh_info=out.sh_info,
+            table += pack(
+                name_offsets[original.name],
+                original.sh_type,
+                original.sh_flags,
+                original.sh_addr,
+                out.sh_offset,
+                out.size,
+                out.sh_link,
+                out.sh_info,
+                original.sh_addralign,
+                original.sh_entsize,
             )
-        table += layout.pack_shdr(entry)
-    _pad(dst_fd, position, table_offset)
-    write_all(dst_fd, bytes(table), table_offset)
-    position = table_offset + len(table)
+    return bytes(table)
 
-    if elf.overlay_size:
-        copy_range(elf.fd, dst_fd, elf.image_end, position, elf.overlay_size)
-        position += elf.overlay_size
-    assert position == total, (position, total)
 
-    _patch_zero_tail(elf, dst_fd, phoff)
-    _patch_segment_offsets(elf, dst_fd, blocks, phoff)
+def _patch_program_headers(elf: ElfFile, out: _Output, plan: LayoutPlan) -> None:
+    """p_offset and p_filesz of the segments that moved, lost a zero tail or an unused end."""
+    phoff = plan.phoff
+    _patch_zero_tail(elf, out, phoff)
+    _patch_segment_offsets(elf, out, plan.blocks, phoff)
     zero_tail = elf.zero_tail
     for segment in plan.emptied:
         if segment.new_offset >= 0:
-            _patch_offset(elf, dst_fd, phoff, segment.index, segment.new_offset)
+            _patch_offset(elf, out, phoff, segment.index, segment.new_offset)
         filesz = segment.filesz
         if zero_tail is not None and zero_tail[0].index == segment.index:
             filesz = min(filesz, zero_tail[1] - zero_tail[0].p_offset)
-        _patch_filesz(elf, dst_fd, phoff, segment.index, filesz)
-    _patch_section_table_fields(
-        elf,
-        dst_fd,
-        table_offset,
-        count if count < c.SHN_LORESERVE else 0,
-        shstrndx_new if shstrndx_new < c.SHN_LORESERVE else c.SHN_XINDEX,
-    )
-    return WrittenLayout(size=total, overlay=elf.overlay_size, section_count=count)
+        _patch_filesz(elf, out, phoff, segment.index, filesz)
 
 
 def added_section(
@@ -368,26 +458,27 @@ def write_headerless(elf: ElfFile, dst_fd: int) -> WrittenLayout:
     maps, the file ending with the last segment's last non-zero byte. An overlay is kept after it, byte for
     byte."""
     end, trimmed = headerless_end(elf)
-    os.ftruncate(dst_fd, 0)
-    copy_range(elf.fd, dst_fd, 0, 0, end)
+    out = _Output(elf, dst_fd, end + elf.overlay_size)
+    out.copy(0, 0, end)
     position = end
     if elf.overlay_size:
-        copy_range(elf.fd, dst_fd, elf.image_end, position, elf.overlay_size)
+        out.copy(elf.image_end, position, elf.overlay_size)
         position += elf.overlay_size
     if trimmed is not None:
-        _patch_filesz(elf, dst_fd, elf.header.e_phoff, trimmed.index, end - trimmed.p_offset)
-    _patch_section_table_fields(elf, dst_fd, 0, 0, 0)
+        _patch_filesz(elf, out, elf.header.e_phoff, trimmed.index, end - trimmed.p_offset)
+    _patch_section_table_fields(elf, out, 0, 0, 0)
+    out.finish()
     return WrittenLayout(size=position, overlay=elf.overlay_size, section_count=0)
 
 
-def _patch_zero_tail(elf: ElfFile, fd: int, phoff: int) -> None:
+def _patch_zero_tail(elf: ElfFile, out: _Output, phoff: int) -> None:
     tail = elf.zero_tail
     if tail is not None:
         segment, new_end = tail
-        _patch_filesz(elf, fd, phoff, segment.index, new_end - segment.p_offset)
+        _patch_filesz(elf, out, phoff, segment.index, new_end - segment.p_offset)
 
 
-def _patch_section_table_fields(elf: ElfFile, fd: int, shoff: int, shnum: int, shstrndx: int) -> None:
+def _patch_section_table_fields(elf: ElfFile, out: _Output, shoff: int, shnum: int, shstrndx: int) -> None:
     layout = elf.layout
     shoff_at, shoff_fmt = layout.e_shoff_at
     phdrs_start = elf.header.e_phoff
@@ -397,35 +488,30 @@ def _patch_section_table_fields(elf: ElfFile, fd: int, shoff: int, shnum: int, s
         raise file_error(
             elf.path, "the program headers overlap the ELF header's section table fields", UnsupportedError
         )
-    write_all(fd, struct.pack(layout.order + shoff_fmt, shoff), shoff_at)
-    write_all(fd, struct.pack(layout.order + "H", shnum), layout.e_shnum_at)
-    write_all(fd, struct.pack(layout.order + "H", shstrndx), layout.e_shstrndx_at)
+    out.write(struct.pack(layout.order + shoff_fmt, shoff), shoff_at)
+    out.write(struct.pack(layout.order + "H", shnum), layout.e_shnum_at)
+    out.write(struct.pack(layout.order + "H", shstrndx), layout.e_shstrndx_at)
 
 
-def _patch_segment_offsets(elf: ElfFile, fd: int, blocks: Sequence[LoadedBlock], phoff: int) -> None:
+def _patch_segment_offsets(elf: ElfFile, out: _Output, blocks: Sequence[LoadedBlock], phoff: int) -> None:
     """Point the program headers of moved blocks at their new place (the table, at ``phoff``, is in block 0
     or was moved whole)."""
     for segment in elf.segments:
         block = next((b for b in blocks if b.start <= segment.p_offset < b.end), None)
         if block is not None and block.delta and segment.p_filesz:
-            _patch_offset(elf, fd, phoff, segment.index, segment.p_offset + block.delta)
+            _patch_offset(elf, out, phoff, segment.index, segment.p_offset + block.delta)
 
 
-def _patch_offset(elf: ElfFile, fd: int, phoff: int, segment_index: int, offset: int) -> None:
+def _patch_offset(elf: ElfFile, out: _Output, phoff: int, segment_index: int, offset: int) -> None:
     layout = elf.layout
     at, fmt = (8, "Q") if layout.is64 else (4, "I")  # p_offset
     entry = phoff + segment_index * layout.phdr.size
-    write_all(fd, struct.pack(layout.order + fmt, offset), entry + at)
+    out.write(struct.pack(layout.order + fmt, offset), entry + at)
 
 
-def _patch_filesz(elf: ElfFile, fd: int, phoff: int, segment_index: int, filesz: int) -> None:
+def _patch_filesz(elf: ElfFile, out: _Output, phoff: int, segment_index: int, filesz: int) -> None:
     layout = elf.layout
     entry = phoff + segment_index * layout.phdr.size
     # p_filesz is the 6th field of Elf64_Phdr (offset 32) and the 5th of Elf32_Phdr (offset 16).
     at, fmt = (32, "Q") if layout.is64 else (16, "I")
-    write_all(fd, struct.pack(layout.order + fmt, filesz), entry + at)
-
-
-def _pad(fd: int, start: int, end: int) -> None:
-    if end > start:
-        write_all(fd, bytes(end - start), start)
+    out.write(struct.pack(layout.order + fmt, filesz), entry + at)
