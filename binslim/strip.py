@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import fileops
-from .elf.copy import copy_range
+from .elf.copy import copy_range, write_all
 from .elf.reader import ElfFile
-from .elf.writer import plan_layout, plan_size, write_layout
+from .elf.writer import LayoutPlan, plan_layout, plan_size, write_layout
 from .errors import UnsupportedError, byte_count, file_error
 from .stripplan import (
     DEBUG,
@@ -135,33 +135,9 @@ def _strip_open(
     layout = plan_layout(elf, outputs)
     if debuglink is None and layout.size >= elf.size:
         # Nothing to gain: the output is the input, byte for byte (stripping twice changes nothing).
-        copy_range(elf.fd, dst_fd, 0, 0, elf.size)
-        if plan.removed:
-            names = ", ".join(sorted({elf.sections[i].name or "?" for i in plan.removed}))
-            messages.append(f"removing {names} would save nothing after alignment")
-        elif level == "debug" and not elf.is_relocatable and _has_symbols(elf):
-            messages.append("no debug sections; --strip-debug keeps the symbol table")
-        return StripResult(
-            input_path,
-            output_name,
-            level,
-            elf.size,
-            elf.size,
-            (),
-            elf.overlay_size,
-            _kept_notes(elf, plan),
-            tuple(messages),
-            elf.is_relocatable,
-            changed=False,
-            fully_stripped=not _has_symbols(elf) and not any(is_debug_section(s) for s in elf.sections),
-        )
+        return _unchanged(elf, plan, dst_fd, output_name, messages)
     written = write_layout(elf, outputs, dst_fd, layout)
-    removed = _saved_by_section(plan, layout.blocks)
-    for e in layout.emptied:
-        segment = elf.segments[e.index]
-        where = "" if e.new_offset >= 0 else "end of "
-        address = segment.p_vaddr + e.filesz
-        removed.append(RemovedSection(f"(unused {where}PT_LOAD #{e.index} at {address:#x})", ORPHANS, e.size))
+    removed = _removed(elf, plan, layout)
     headers = elf.size - written.size - sum(r.size for r in removed)
     if headers > 0:
         removed.append(RemovedSection("(section headers, names and padding)", HEADERS, headers))
@@ -179,6 +155,46 @@ def _strip_open(
         tuple(messages),
         elf.is_relocatable,
     )
+
+
+def _unchanged(
+    elf: ElfFile, plan: StripPlan, dst_fd: int, output_name: str, messages: list[str]
+) -> StripResult:
+    """The input copied as it is, and why nothing was gained."""
+    if elf.data is not None:
+        write_all(dst_fd, elf.data, 0)
+    else:
+        copy_range(elf.fd, dst_fd, 0, 0, elf.size)
+    if plan.removed:
+        names = ", ".join(sorted({elf.sections[i].name or "?" for i in plan.removed}))
+        messages.append(f"removing {names} would save nothing after alignment")
+    elif plan.level == "debug" and not elf.is_relocatable and _has_symbols(elf):
+        messages.append("no debug sections; --strip-debug keeps the symbol table")
+    return StripResult(
+        elf.path,
+        output_name,
+        plan.level,
+        elf.size,
+        elf.size,
+        (),
+        elf.overlay_size,
+        _kept_notes(elf, plan),
+        tuple(messages),
+        elf.is_relocatable,
+        changed=False,
+        fully_stripped=not _has_symbols(elf) and not any(is_debug_section(s) for s in elf.sections),
+    )
+
+
+def _removed(elf: ElfFile, plan: StripPlan, layout: LayoutPlan) -> list[RemovedSection]:
+    """What each removed section saved, and the unused segment ends the layout dropped."""
+    removed = _saved_by_section(plan, layout.blocks)
+    for e in layout.emptied:
+        segment = elf.segments[e.index]
+        where = "" if e.new_offset >= 0 else "end of "
+        address = segment.p_vaddr + e.filesz
+        removed.append(RemovedSection(f"(unused {where}PT_LOAD #{e.index} at {address:#x})", ORPHANS, e.size))
+    return removed
 
 
 def strip(

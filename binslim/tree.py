@@ -29,12 +29,12 @@ ELF_MAGIC = b"\x7fELF"
 BATCH_BYTES = 16 << 20  # a batch holds at most this much input, or a single larger file
 BATCHES_PER_WORKER = 4  # enough to keep workers busy to the end without paying per-file IPC
 # Without -j, workers start only when the serial work is estimated above POOL_MIN_SECONDS: starting a pool
-# (multiprocessing's imports, the forks, sending results back) costs 30-80 ms, which a small tree never
-# wins back. The estimate: a small ELF file takes about PER_FILE_SECONDS in-process, and bytes copy at about
-# COPY_BYTES_PER_SECOND (benchmarks/speed.py measures both ends); verifying runs each program, which
-# takes about VERIFIED_FILE_SECONDS.
-POOL_MIN_SECONDS = 0.3
-PER_FILE_SECONDS = 0.0015
+# (multiprocessing's imports, the forks, sending results back) costs 30-60 ms, which a small tree never
+# wins back (on 2 CPUs the pool broke even at 120-200 small programs). The estimate: a small ELF file takes
+# about PER_FILE_SECONDS in-process, and bytes copy at about COPY_BYTES_PER_SECOND (benchmarks/speed.py
+# measures both ends); verifying runs each program, which takes about VERIFIED_FILE_SECONDS.
+POOL_MIN_SECONDS = 0.12
+PER_FILE_SECONDS = 0.0007
 VERIFIED_FILE_SECONDS = 0.05
 COPY_BYTES_PER_SECOND = 500e6
 
