@@ -210,6 +210,28 @@ def test_output_is_deterministic(fixtures: dict[str, Fixture], name: str, tmp_pa
     assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
 
 
+@pytest.mark.parametrize("level", ["all", "sections"])
+@pytest.mark.parametrize("name", ALL)
+def test_built_in_memory_or_streamed_the_bytes_are_the_same(
+    fixtures: dict[str, Fixture], name: str, level: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file up to IN_MEMORY_BYTES is read whole and its output built in one buffer; a bigger one is copied
+    range by range. Both ways must write the same bytes (or refuse the same way)."""
+    from binslim.elf import reader
+    from binslim.errors import BinslimError
+
+    def attempt(target: Path) -> bytes | str:
+        try:
+            strip(fixtures[name].path, target, level=level)
+        except BinslimError as exc:
+            return str(exc).replace(str(target), "OUT")
+        return target.read_bytes()
+
+    in_memory = attempt(tmp_path / "memory")
+    monkeypatch.setattr(reader, "IN_MEMORY_BYTES", -1)
+    assert attempt(tmp_path / "streamed") == in_memory
+
+
 def test_overlay_is_kept_byte_for_byte(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
     from testdata.build import overlay_payload
 
