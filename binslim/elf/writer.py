@@ -1,7 +1,7 @@
 """Write a new ELF layout: the loaded prefix unchanged, kept sections appended, new names and section table.
 
-The output is built from ranges of the input file and a few generated buffers; no step needs the input's
-contents in memory.
+The output is built from ranges of the input file and a few generated buffers; no step needs a big input's
+contents in memory (a small one, read whole, is written from one buffer: see _Output).
 """
 
 from __future__ import annotations
