@@ -7,8 +7,8 @@ walk found all of its names, each of them is then renamed onto the new file (ato
 install); when some name lies outside the tree, the new bytes are written into the shared inode instead
 (see ``fileops.install``), so every name sees them.
 
-Work runs in a pool of forked processes, in batches of neighbouring files; results come back in sorted
-path order whatever order the workers finish in.
+Work runs in this process and, for a big enough tree, in children forked after every import (_ForkedRun),
+in batches of neighbouring files; results come back in sorted path order whatever order they finish in.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -302,9 +303,6 @@ def _batches(work: Sequence[_Job], workers: int) -> list[list[_Job]]:
 
 # --- running ----------------------------------------------------------------------------------------------
 
-_worker_options = SlimOptions()
-_worker_stop: Any = None  # a multiprocessing Event: stop taking new files
-
 
 def _execute(
     batches: Sequence[list[_Job]],
@@ -316,51 +314,180 @@ def _execute(
         for batch in batches:
             receive([result for job in batch for result in _run_job(job, options)])
         return
+    _ForkedRun(batches, workers, options).run(receive)
 
-    import concurrent.futures
-    import multiprocessing
 
-    context = multiprocessing.get_context("fork")  # workers start with everything imported
-    stop = context.Event()
-    pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_start_worker, initargs=(options, stop)
-    )
-    try:
-        futures = {pool.submit(_run_batch, batch): batch for batch in batches}
-        for future in concurrent.futures.as_completed(futures):
+_NO_BATCH = (1 << 64) - 1
+_LENGTH = struct.Struct("<Q")
+
+
+class _ForkedRun:
+    """``workers`` processes over ``batches``: this one and ``workers - 1`` children forked after every
+    import, so none pays a start-up; on 2 CPUs no process sits idle waiting for the others.
+
+    Whoever is free takes the next batch (a counter in shared memory, taken under a lock that its holder's
+    death releases). A child sends each file's results as soon as they are known, through its own pipe; a
+    child that dies has its file in hand, and the rest of its batch, reported as failed. A stop flag in the
+    shared memory (Ctrl-C, SIGTERM, or this process gone) makes children stop between files.
+    """
+
+    def __init__(self, batches: Sequence[list[_Job]], workers: int, options: SlimOptions) -> None:
+        import mmap
+
+        self.batches = batches
+        self.options = options
+        self.workers = workers
+        # Words: the next batch to take, the stop flag, then the batch each child holds.
+        self.shared = mmap.mmap(-1, 8 * (2 + workers))
+        for child in range(workers):
+            self._set(2 + child, _NO_BATCH)
+        self.lock = os.memfd_create("binslim-batches", os.MFD_CLOEXEC)
+        self.parent = os.getpid()
+        self.children: dict[int, tuple[int, int]] = {}  # pid -> (child number, its results pipe)
+        self.reported: dict[int, set[int]] = {}  # batch -> its jobs whose results a child sent
+
+    def _get(self, word: int) -> int:
+        return int(_LENGTH.unpack_from(self.shared, 8 * word)[0])
+
+    def _set(self, word: int, value: int) -> None:
+        _LENGTH.pack_into(self.shared, 8 * word, value)
+
+    def _take(self) -> int | None:
+        """The next batch nobody has taken, or None when all are (or a stop was asked)."""
+        import fcntl
+
+        fcntl.lockf(self.lock, fcntl.LOCK_EX)
+        try:
+            index = self._get(0)
+            if index >= len(self.batches) or self._get(1):
+                return None
+            self._set(0, index + 1)
+            return index
+        finally:
+            fcntl.lockf(self.lock, fcntl.LOCK_UN)
+
+    def run(self, receive: Callable[[list[SlimResult]], None]) -> None:
+        import selectors
+
+        try:
+            for child in range(1, self.workers):
+                try:
+                    self._fork(child)
+                except OSError:  # no more processes to be had: go on with those there are
+                    break
+            selector = selectors.DefaultSelector()
+            buffers = {}
+            for pid, (_, pipe) in self.children.items():
+                selector.register(pipe, selectors.EVENT_READ, pid)
+                buffers[pid] = bytearray()
+            while (index := self._take()) is not None:
+                for job in self.batches[index]:
+                    receive(_run_job(job, self.options))
+                    # Between files, so that no child waits long on a full pipe.
+                    self._collect(selector, buffers, receive, timeout=0)
+            while self.children:
+                self._collect(selector, buffers, receive, timeout=None)
+        except BaseException:
+            self._set(1, 1)  # children finish the file in hand, so nothing is left half-written
+            self._reap_all()
+            raise
+        finally:
+            os.close(self.lock)
+
+    def _fork(self, child: int) -> None:
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the caller's code
+            status = 1
             try:
-                results = future.result()
-            except Exception as exc:  # the worker died (killed, out of memory): its files were not done
-                problem = f"worker process failed: {type(exc).__name__}: {exc}"
-                results = [
-                    failed_result(path, None, f"{path}: {problem}")
-                    for job in futures[future]
-                    for path in (job.path, *job.links)
-                ]
-            receive(results)
-    except BaseException:
-        stop.set()  # workers finish the file in hand, so nothing is left half-written
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+                os.close(read_end)
+                status = self._child(child, write_end)
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        self.children[pid] = (child, read_end)
+
+    def _child(self, child: int, pipe: int) -> int:
+        import pickle
+        import signal
+
+        # Ctrl-C goes to the whole process group: the parent decides, children only stop between files.
+        # (SIGTERM's handler, inherited, acts only in the parent.)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        while (index := self._take()) is not None:
+            self._set(2 + child, index)
+            for number, job in enumerate(self.batches[index]):
+                if self._get(1) or os.getppid() != self.parent:
+                    return 0
+                message = pickle.dumps((index, number, _run_job(job, self.options)))
+                try:
+                    write_all_to_pipe(pipe, _LENGTH.pack(len(message)) + message)
+                except BrokenPipeError:
+                    return 0
+            self._set(2 + child, _NO_BATCH)
+        return 0
+
+    def _collect(
+        self,
+        selector: Any,
+        buffers: dict[int, bytearray],
+        receive: Callable[[list[SlimResult]], None],
+        timeout: float | None,
+    ) -> None:
+        """Results the children have sent; a child whose pipe closed is reaped."""
+        import pickle
+
+        for key, _ in selector.select(timeout):
+            pid = key.data
+            chunk = os.read(key.fd, 1 << 20)
+            buffer = buffers[pid]
+            buffer += chunk
+            while len(buffer) >= _LENGTH.size:
+                (length,) = _LENGTH.unpack_from(buffer)
+                if len(buffer) < _LENGTH.size + length:
+                    break
+                index, number, results = pickle.loads(buffer[_LENGTH.size : _LENGTH.size + length])
+                del buffer[: _LENGTH.size + length]
+                self.reported.setdefault(index, set()).add(number)
+                receive(results)
+            if not chunk:
+                selector.unregister(key.fd)
+                receive(self._reap(pid))
+
+    def _reap(self, pid: int) -> list[SlimResult]:
+        """Wait for a child whose pipe closed; failed results for the files of a batch it left unfinished."""
+        child, pipe = self.children.pop(pid)
+        os.close(pipe)
+        _, status = os.waitpid(pid, 0)
+        index = self._get(2 + child)
+        if index == _NO_BATCH or self._get(1):
+            return []
+        code = os.waitstatus_to_exitcode(status)
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        problem = f"worker process failed ({how})"
+        done = self.reported.get(index, set())
+        return [
+            failed_result(path, None, f"{path}: {problem}")
+            for number, job in enumerate(self.batches[index])
+            if number not in done
+            for path in (job.path, *job.links)
+        ]
+
+    def _reap_all(self) -> None:
+        """After a stop: wait for every child (each finishes the file in hand), reading their pipes so that
+        none blocks on a full one."""
+        for pid, (_, pipe) in list(self.children.items()):
+            while os.read(pipe, 1 << 20):
+                pass
+            os.close(pipe)
+            os.waitpid(pid, 0)
+            del self.children[pid]
 
 
-def _start_worker(options: SlimOptions, stop: Any) -> None:
-    import signal
-
-    global _worker_options, _worker_stop
-    # Ctrl-C goes to the whole process group: the parent decides, workers only stop between files.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker_options, _worker_stop = options, stop
-
-
-def _run_batch(batch: Sequence[_Job]) -> list[SlimResult]:
-    results: list[SlimResult] = []
-    for job in batch:
-        if _worker_stop is not None and _worker_stop.is_set():
-            break
-        results.extend(_run_job(job, _worker_options))
-    return results
+def write_all_to_pipe(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _run_job(job: _Job, options: SlimOptions) -> list[SlimResult]:

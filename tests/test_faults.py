@@ -413,6 +413,57 @@ def test_signal_mid_tree_then_run_again(
     assert temps_under(root) == []
 
 
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+                    found.append(int(entry))
+    return found
+
+
+def test_a_worker_killed_mid_tree(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """SIGKILL to a forked -r worker: the files it had not reported are reported as failed (each is done or as
+    it was: the one in hand may have been renamed into place), the others are done, nothing hangs or is left
+    behind, and a second run finishes the job."""
+    root = tmp_path / "tree"
+    files = _tree(fixtures, root, 60)
+    original = digest(files[0])
+    stripped_digest = hashlib.sha256(reference_strip(fixtures, "hello-c-pie", tmp_path)).hexdigest()
+    ready = tmp_path / "ready"
+    process = slow_binslim("-r", str(root), "--no-verify", "-j", "2", ready=ready, sleep=0.05)
+    try:
+        deadline = time.monotonic() + 60
+        while not (ready.exists() and len(set(ready.read_text().split())) >= 2):  # both processes writing
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.01)
+        (worker,) = _children_of(process.pid)
+        os.kill(worker, signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 1, stderr
+    assert not group_alive(process.pid)
+    assert "Traceback" not in stderr
+    failed = [line for line in stderr.splitlines() if "worker process failed (killed by signal 9)" in line]
+    assert failed, (stdout, stderr)
+    assert temps_under(root) == []
+    digests = {p: digest(p) for p in files}
+    assert set(digests.values()) <= {original, stripped_digest}
+    for path in files:
+        if any(f"{path}: " in line for line in failed):
+            assert digests[path] in (original, stripped_digest)
+            continue
+        assert f"{path}: " in stdout, f"{path} not reported"
+        assert digests[path] == stripped_digest, f"{path} reported done but not stripped"
+    again = binslim("-r", str(root), "--no-verify", "-j", "2")
+    assert again.returncode == 0, again.stderr
+    assert {digest(p) for p in files} == {stripped_digest}
+
+
 # -- UPX hanging ---------------------------------------------------------------------------------------------
 
 FAKE_UPX = """#!/bin/sh
