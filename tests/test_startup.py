@@ -28,7 +28,7 @@ STAGES = (
 )
 THIRD_PARTY = ("elftools", "lief", "jsonschema", "click")
 # Standard modules a plain strip has no use for: dataclasses (and the inspect/ast it pulls in), subprocess,
-# json (only --json), multiprocessing (only -r with several workers), tempfile (only dry runs and UPX).
+# json (only --json), multiprocessing (never: -r forks its workers itself), tempfile (only dry runs and UPX).
 HEAVY_STDLIB = ("dataclasses", "subprocess", "json", "multiprocessing", "concurrent.futures", "ctypes")
 
 
