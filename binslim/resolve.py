@@ -182,13 +182,26 @@ def _x86_64_levels() -> tuple[str, ...]:
 
 
 class _Object:
-    """A mapped object during resolution: its facts, the names it answers to and who loaded it."""
+    """A mapped object during resolution: its facts, the names it answers to, who loaded it, how it was found
+    and who needs it."""
 
-    def __init__(self, path: str, info: DynamicInfo, loader: _Object | None, origin: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        info: DynamicInfo,
+        loader: _Object | None,
+        origin: str,
+        *,
+        asked_as: str = "",
+        found_via: str = "",
+    ) -> None:
         self.path = path
         self.info = info
         self.loader = loader
         self.origin = origin
+        self.asked_as = asked_as  # the DT_NEEDED string or PT_INTERP path it was asked for
+        self.found_via = found_via
+        self.needed_by: list[str] = []
         self.names: set[str] = set()
         if info.soname:
             self.names.add(info.soname)
@@ -211,56 +224,10 @@ def resolve(
         config = search_config(main_info.e_machine, main_info.is64)
     # The loader takes the program's origin from /proc/self/exe, which has every symlink resolved.
     main = _Object(program, main_info, None, os.path.dirname(os.path.realpath(program)))
-    loaded: list[_Object] = []
-    found_via: dict[int, str] = {}
-    needed_by: dict[int, list[str]] = {}
-    asked_as: dict[int, str] = {}
-    interp_path = main_info.interpreter
-    if interp_path is None and main_info.e_type == c.ET_DYN and main_info.needed:
-        # A library is loaded into a program, whose interpreter is then already mapped (and answers to its
-        # SONAME, as in a DT_NEEDED on ld-linux-x86-64.so.2).
-        interp_path = interpreter or _DEFAULT_INTERPRETERS.get((main_info.e_machine, main_info.is64))
-    if interp_path:
-        interp_info = _read_candidate(interp_path, config, must_match=False)
-        if interp_info is None:
-            raise MissingLibraryError(f"{program}: its interpreter {interp_path} does not exist")
-        interp = _Object(interp_path, interp_info, None, os.path.dirname(interp_path))
-        interp.names.add(interp_path)
-        loaded.append(interp)
-        found_via[id(interp)] = "PT_INTERP"
-        needed_by[id(interp)] = [os.path.basename(program)] if main_info.interpreter else []
-        asked_as[id(interp)] = interp_path
-    elif main_info.needed and main_info.e_type == c.ET_EXEC:
-        raise MissingLibraryError(f"{program}: needs shared libraries but has no interpreter (PT_INTERP)")
-
-    queue = [main]
-    while queue:
-        obj = queue.pop(0)
-        for name in obj.info.needed:
-            dep = next((other for other in loaded if name in other.names), None)
-            if dep is None:
-                mapped = _map_object(obj, main, name, config)
-                if mapped is None:
-                    where = (
-                        "no such file"
-                        if "/" in name
-                        else "searched " + ", ".join(_searched(obj, main, config))
-                    )
-                    raise MissingLibraryError(
-                        f"{program}: {name} (needed by {obj.display}) not found ({where})"
-                    )
-                path, info, via = mapped
-                dep = _Object(path, info, obj, os.path.dirname(path))
-                loaded.append(dep)
-                queue.append(dep)
-                found_via[id(dep)] = via
-                asked_as[id(dep)] = name
-                needed_by[id(dep)] = []
-            dep.names.add(name)
-            who = os.path.basename(program) if obj is main else obj.display
-            if who not in needed_by[id(dep)]:
-                needed_by[id(dep)].append(who)
-    if loaded and main_info.interpreter is None and not needed_by[id(loaded[0])]:
+    interp = _map_interpreter(program, main_info, config, interpreter)
+    loaded = [] if interp is None else [interp]
+    _map_needed_closure(program, main, loaded, config)
+    if loaded and main_info.interpreter is None and not loaded[0].needed_by:
         # A library whose closure never names the loader: ld.so leaves itself out of the list then.
         loaded.pop(0)
     imported = set(main_info.imported)
@@ -272,15 +239,73 @@ def resolve(
         objects=tuple(
             LoadedObject(
                 path=obj.path,
-                name=asked_as[id(obj)],
-                needed_by=tuple(needed_by[id(obj)]),
-                found_via=found_via[id(obj)],
+                name=obj.asked_as,
+                needed_by=tuple(obj.needed_by),
+                found_via=obj.found_via,
                 soname=obj.info.soname,
             )
             for obj in loaded
         ),
         imported=frozenset(imported),
     )
+
+
+def _map_interpreter(
+    program: str, main_info: DynamicInfo, config: SearchConfig, interpreter: str | None
+) -> _Object | None:
+    """The loader itself, mapped first; None for a static program."""
+    interp_path = main_info.interpreter
+    if interp_path is None and main_info.e_type == c.ET_DYN and main_info.needed:
+        # A library is loaded into a program, whose interpreter is then already mapped (and answers to its
+        # SONAME, as in a DT_NEEDED on ld-linux-x86-64.so.2).
+        interp_path = interpreter or _DEFAULT_INTERPRETERS.get((main_info.e_machine, main_info.is64))
+    if not interp_path:
+        if main_info.needed and main_info.e_type == c.ET_EXEC:
+            raise MissingLibraryError(f"{program}: needs shared libraries but has no interpreter (PT_INTERP)")
+        return None
+    interp_info = _read_candidate(interp_path, config, must_match=False)
+    if interp_info is None:
+        raise MissingLibraryError(f"{program}: its interpreter {interp_path} does not exist")
+    interp = _Object(
+        interp_path,
+        interp_info,
+        None,
+        os.path.dirname(interp_path),
+        asked_as=interp_path,
+        found_via="PT_INTERP",
+    )
+    interp.names.add(interp_path)
+    if main_info.interpreter:
+        interp.needed_by.append(os.path.basename(program))
+    return interp
+
+
+def _map_needed_closure(program: str, main: _Object, loaded: list[_Object], config: SearchConfig) -> None:
+    """Map the DT_NEEDED entries of ``main`` and of what they bring in, breadth first, appending each new
+    object to ``loaded`` and noting who needs which."""
+    queue = [main]
+    while queue:
+        obj = queue.pop(0)
+        for name in obj.info.needed:
+            dep = next((other for other in loaded if name in other.names), None)
+            if dep is None:
+                dep = _map_needed(program, obj, main, name, config)
+                loaded.append(dep)
+                queue.append(dep)
+            dep.names.add(name)
+            who = os.path.basename(program) if obj is main else obj.display
+            if who not in dep.needed_by:
+                dep.needed_by.append(who)
+
+
+def _map_needed(program: str, loader: _Object, main: _Object, name: str, config: SearchConfig) -> _Object:
+    """The object the loader maps for ``name``, a DT_NEEDED entry of ``loader``, or MissingLibraryError."""
+    mapped = _map_object(loader, main, name, config)
+    if mapped is None:
+        where = "no such file" if "/" in name else "searched " + ", ".join(_searched(loader, main, config))
+        raise MissingLibraryError(f"{program}: {name} (needed by {loader.display}) not found ({where})")
+    path, info, via = mapped
+    return _Object(path, info, loader, os.path.dirname(path), asked_as=name, found_via=via)
 
 
 def _map_object(

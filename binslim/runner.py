@@ -193,20 +193,7 @@ def _run_measured(
     output_limit: int,
     adopt_orphans: bool,
 ) -> Completed:
-    program = _resolve_program(argv[0], cwd=cwd, env=env)
-    script = _LAUNCH_SCRIPT if env is None or "PWD" in env else "unset PWD; " + _LAUNCH_SCRIPT
-    # With a namespace the fork execs unshare, which forks the program: unshare's image is small too, and
-    # wait4 on it reports the larger of its own peak and the program's.
-    launcher = (_dash(), "-c", script, _LAUNCHER_NAME, *prefix, program, *argv[1:])
-    ours, theirs = socket.socketpair()
-    started = time.perf_counter()
-    try:
-        proc = _spawn(launcher, argv, stdin=theirs.fileno(), cwd=cwd, env=env)
-    except BaseException:
-        ours.close()
-        raise
-    finally:
-        theirs.close()
+    proc, ours, started = _start_launcher(argv, prefix, cwd=cwd, env=env)
     shell_pid = proc.pid
     program_pid: int | None = None
     pending = [shell_pid]  # started by us and not yet reaped
@@ -216,26 +203,7 @@ def _run_measured(
         deadline = started + timeout
         report = watch.read_pid_report(deadline)
         if report is not None:
-            if report.strip().isdigit():
-                program_pid = int(report)
-                _register(program_pid)  # our child as soon as dash is reaped: not an orphan to end
-                pending.append(program_pid)
-            # dash exits right after reporting; once it is reaped, the waiting fork is our child.
-            _, shell_status, _ = os.wait4(shell_pid, 0)
-            pending.remove(shell_pid)
-            _unregister(shell_pid)
-            proc.returncode = os.waitstatus_to_exitcode(shell_status)
-            if program_pid is None:  # dash could not even fork
-                watch.release()
-                watch.drain(time.perf_counter() + 1.0)
-                _end_leftovers(shell_pid, main=None, adopt_orphans=adopt_orphans)
-                tail = watch.completed(argv, None, 0.0, False, 0).stderr_tail()
-                raise ToolFailedError(
-                    f"cannot run {argv[0]}: {_LAUNCHER_NAME} exited with {proc.returncode}: {tail}",
-                    argv=argv,
-                    returncode=proc.returncode,
-                    stderr_tail=tail,
-                )
+            program_pid = _take_over_program(report, proc, watch, pending, argv, adopt_orphans=adopt_orphans)
             watch.follow(program_pid)
             watch.release()
             timed_out, ended = watch.wait(deadline)
@@ -243,17 +211,7 @@ def _run_measured(
             timed_out, ended = True, time.perf_counter()
         # dash's session id stays reserved while the program (a member) is unreaped; see _run_direct.
         _end_leftovers(shell_pid, main=program_pid, adopt_orphans=adopt_orphans)
-        returncode: int | None = None
-        peak_rss_kib = 0
-        if shell_pid in pending:
-            os.wait4(shell_pid, 0)
-            pending.remove(shell_pid)
-            _unregister(shell_pid)
-        if program_pid is not None:
-            status, rusage = _reap(program_pid)
-            pending.remove(program_pid)
-            returncode = os.waitstatus_to_exitcode(status)
-            peak_rss_kib = int(rusage.ru_maxrss)
+        returncode, peak_rss_kib = _reap_measured(shell_pid, program_pid, pending)
         watch.drain(time.perf_counter() + _DRAIN_GRACE)
     finally:
         if pending:
@@ -268,14 +226,95 @@ def _run_measured(
         timed_out=timed_out,
         peak_rss_kib=peak_rss_kib,
     )
-    # The exec itself failed in dash's child (e.g. "Exec format error"): report it the way Popen would.
+    _check_exec(result)
+    return result
+
+
+def _start_launcher(
+    argv: tuple[str, ...], prefix: tuple[str, ...], *, cwd: str | None, env: Mapping[str, str] | None
+) -> tuple[subprocess.Popen[bytes], socket.socket, float]:
+    """Start dash on ``_LAUNCH_SCRIPT``: (dash, our end of the control socket, when it started)."""
+    program = _resolve_program(argv[0], cwd=cwd, env=env)
+    script = _LAUNCH_SCRIPT if env is None or "PWD" in env else "unset PWD; " + _LAUNCH_SCRIPT
+    # With a namespace the fork execs unshare, which forks the program: unshare's image is small too, and
+    # wait4 on it reports the larger of its own peak and the program's.
+    launcher = (_dash(), "-c", script, _LAUNCHER_NAME, *prefix, program, *argv[1:])
+    ours, theirs = socket.socketpair()
+    started = time.perf_counter()
+    try:
+        proc = _spawn(launcher, argv, stdin=theirs.fileno(), cwd=cwd, env=env)
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return proc, ours, started
+
+
+def _take_over_program(
+    report: bytes,
+    proc: subprocess.Popen[bytes],
+    watch: _Watch,
+    pending: list[int],
+    argv: tuple[str, ...],
+    *,
+    adopt_orphans: bool,
+) -> int:
+    """Reap dash once it has reported the waiting fork's pid, which makes that fork our child, and return
+    the pid. ``pending`` is kept up to date. Raises ToolFailedError when dash could not fork."""
+    shell_pid = proc.pid
+    program_pid: int | None = None
+    if report.strip().isdigit():
+        program_pid = int(report)
+        _register(program_pid)  # our child as soon as dash is reaped: not an orphan to end
+        pending.append(program_pid)
+    # dash exits right after reporting; once it is reaped, the waiting fork is our child.
+    _, shell_status, _ = os.wait4(shell_pid, 0)
+    pending.remove(shell_pid)
+    _unregister(shell_pid)
+    proc.returncode = os.waitstatus_to_exitcode(shell_status)
+    if program_pid is None:  # dash could not even fork
+        watch.release()
+        watch.drain(time.perf_counter() + 1.0)
+        _end_leftovers(shell_pid, main=None, adopt_orphans=adopt_orphans)
+        tail = watch.completed(argv, None, 0.0, False, 0).stderr_tail()
+        raise ToolFailedError(
+            f"cannot run {argv[0]}: {_LAUNCHER_NAME} exited with {proc.returncode}: {tail}",
+            argv=argv,
+            returncode=proc.returncode,
+            stderr_tail=tail,
+        )
+    return program_pid
+
+
+def _reap_measured(shell_pid: int, program_pid: int | None, pending: list[int]) -> tuple[int | None, int]:
+    """Reap dash if that is still to do, then the program: (the program's exit code, its peak RSS in KiB),
+    or (None, 0) when it never started. ``pending`` is kept up to date."""
+    returncode: int | None = None
+    peak_rss_kib = 0
+    if shell_pid in pending:
+        os.wait4(shell_pid, 0)
+        pending.remove(shell_pid)
+        _unregister(shell_pid)
+    if program_pid is not None:
+        status, rusage = _reap(program_pid)
+        pending.remove(program_pid)
+        returncode = os.waitstatus_to_exitcode(status)
+        peak_rss_kib = int(rusage.ru_maxrss)
+    return returncode, peak_rss_kib
+
+
+def _check_exec(result: Completed) -> None:
+    """The exec itself failed in dash's child (e.g. "Exec format error"): report it the way Popen would."""
     prefix_text = f"{_LAUNCHER_NAME}: ".encode()
     if result.returncode in (126, 127) and result.stderr.startswith(prefix_text):
         message = result.stderr.decode("utf-8", "replace").strip().splitlines()[0].split(": ")[-1]
         raise ToolFailedError(
-            f"cannot run {argv[0]}: {message}", argv=argv, returncode=result.returncode, stderr_tail=message
+            f"cannot run {result.argv[0]}: {message}",
+            argv=result.argv,
+            returncode=result.returncode,
+            stderr_tail=message,
         )
-    return result
 
 
 def pid_namespace_available() -> bool:

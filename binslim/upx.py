@@ -12,6 +12,7 @@ architecture cannot be checked by running it here. ``force=True`` lets them thro
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -290,45 +291,62 @@ def compress(
     input_size = _size(input)
     if _same_file(input, output):
         raise UnsupportedError(f"{output}: UPX output must not be the input file")
-    method_name = "default" if method is None else METHOD_NAMES[method]
-    level_name = "default" if level is None else str(level)
-
-    def not_packed(reason: str, *, version: str, seconds: float = 0.0) -> UpxResult:
-        return UpxResult(
-            packed=False,
-            reason=reason,
-            version=version,
-            method=method_name,
-            level=level_name,
-            seconds=seconds,
-            input_size=input_size,
-            output_size=None,
-            output=None,
-        )
-
-    def refused(reason: str, completed: Completed | None, *, version: str, seconds: float = 0.0) -> UpxResult:
-        if required:
-            raise ToolFailedError(
-                f"{input}: not packed: {reason}",
-                argv=completed.argv if completed else (),
-                returncode=completed.returncode if completed else None,
-                stderr_tail=completed.stderr_tail() if completed else "",
-                timed_out=completed.timed_out if completed else False,
-            )
-        return not_packed(reason, version=version, seconds=seconds)
-
-    known_version = tool.version if tool is not None else ""
+    # Every outcome is this result with its reason, or with what packing produced.
+    unpacked = UpxResult(
+        packed=False,
+        reason="",
+        version=tool.version if tool is not None else "",
+        method="default" if method is None else METHOD_NAMES[method],
+        level="default" if level is None else str(level),
+        seconds=0.0,
+        input_size=input_size,
+        output_size=None,
+        output=None,
+    )
     if is_upx_packed(input):
-        return refused("already packed by UPX", None, version=known_version)
+        return _refused(unpacked, "already packed by UPX", None, input=input, required=required)
     if not force:
         skip = pack_eligibility(input)
         if skip is not None:
             if required:
                 raise ToolFailedError(f"{input}: not packed: {skip} (force packing to override)")
-            return not_packed(skip, version=known_version)
+            return dataclasses.replace(unpacked, reason=skip)
     if tool is None:
         tool = find_upx(runner=runner)
+    unpacked = dataclasses.replace(unpacked, version=tool.version)
+    return _pack_beside_output(
+        tool, options, input, output, unpacked, timeout=timeout, required=required, runner=runner
+    )
 
+
+def _refused(
+    unpacked: UpxResult, reason: str, completed: Completed | None, *, input: str, required: bool
+) -> UpxResult:
+    """``unpacked`` with ``reason``; with ``required``, the ToolFailedError that says so instead."""
+    if required:
+        raise ToolFailedError(
+            f"{input}: not packed: {reason}",
+            argv=completed.argv if completed else (),
+            returncode=completed.returncode if completed else None,
+            stderr_tail=completed.stderr_tail() if completed else "",
+            timed_out=completed.timed_out if completed else False,
+        )
+    return dataclasses.replace(unpacked, reason=reason)
+
+
+def _pack_beside_output(
+    tool: UpxTool,
+    options: list[str],
+    input: str,
+    output: str,
+    unpacked: UpxResult,
+    *,
+    timeout: float,
+    required: bool,
+    runner: Runner,
+) -> UpxResult:
+    """Pack into a scratch folder in ``output``'s folder, then move the packed file onto ``output`` when
+    it passed ``upx -t`` and is smaller than ``input``."""
     out_dir = os.path.dirname(os.path.abspath(output))
     scratch = fileops.scratch_dir(".binslim-upx-", out_dir)  # locked, so a killed run's is swept later
     try:
@@ -339,26 +357,17 @@ def compress(
         # A fresh private folder: UPX refuses to overwrite, and nobody else can race us for the name.
         packed_path = os.path.join(work_dir, os.path.basename(output) or "packed")
         reason, last_run, seconds = _pack_and_test(tool, options, input, packed_path, timeout, runner)
+        unpacked = dataclasses.replace(unpacked, seconds=seconds)
         if reason:
-            return refused(reason, last_run, version=tool.version, seconds=seconds)
+            return _refused(unpacked, reason, last_run, input=input, required=required)
         output_size = _size(packed_path)
-        if output_size >= input_size:
-            reason = f"UPX output is not smaller ({input_size:,} -> {byte_count(output_size)})"
-            return refused(reason, last_run, version=tool.version, seconds=seconds)
+        if output_size >= unpacked.input_size:
+            reason = f"UPX output is not smaller ({unpacked.input_size:,} -> {byte_count(output_size)})"
+            return _refused(unpacked, reason, last_run, input=input, required=required)
         try:
             os.replace(packed_path, output)
         except OSError as exc:
             raise file_error(output, f"cannot write: {exc.strerror or exc}") from exc
-        return UpxResult(
-            packed=True,
-            reason="",
-            version=tool.version,
-            method=method_name,
-            level=level_name,
-            seconds=seconds,
-            input_size=input_size,
-            output_size=output_size,
-            output=output,
-        )
+        return dataclasses.replace(unpacked, packed=True, output_size=output_size, output=output)
     finally:
         scratch.__exit__(None, None, None)
