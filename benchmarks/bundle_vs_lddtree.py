@@ -4,6 +4,10 @@ For each program: the root's size (exact bytes of its regular files) and whether
 that root with /proc mounted (as a container engine runs it), does what it does on the host: same exit code,
 stdout and stderr. Needs root (chroot), gcc, jq, sqlite3 and lddtree: ``bash scripts/install.sh --test``.
 
+Beside lddtree's root and binslim's, a like-for-like root: lddtree's completed with what it missed (each file
+binslim's report lists that lddtree's root lacks, copied unstripped from the host as lddtree copies, and the
+files binslim generated, taken from binslim's root). binslim's size is given against both.
+
     python3 benchmarks/bundle_vs_lddtree.py            # the table in Markdown
     python3 benchmarks/bundle_vs_lddtree.py --json F   # also every figure as JSON
 
@@ -41,7 +45,7 @@ class Case:
 
 def cases(work: Path) -> list[Case]:
     built = {}
-    for name in ("getpw", "iconv"):
+    for name in ("getpw", "iconv", "threadexit"):
         out = work / name
         subprocess.run(
             ["gcc", "-O1", "-o", str(out), str(REPO_ROOT / "testdata" / "c" / f"{name}.c")],
@@ -54,6 +58,7 @@ def cases(work: Path) -> list[Case]:
         Case("sqlite3", "/usr/bin/sqlite3", (":memory:",), b"select 6 * 7, sqlite_version() is not null;"),
         Case("getpw (getpwnam)", built["getpw"], ()),
         Case("iconv (gconv)", built["iconv"], (), bundle_flags=("--gconv", "ISO-8859-15")),
+        Case("threadexit (pthread_exit)", built["threadexit"], ()),
     ]
     for extra in (
         Case("curl", "/usr/bin/curl", ("--version",)),
@@ -94,6 +99,80 @@ def tree_bytes(root: Path) -> int:
     return total
 
 
+# Merged /usr: each of these folders is the same folder as its /usr twin, so a file is "there" under either.
+MERGED_USR = ("/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/", "/libx32/")
+
+
+def merged_usr_key(path: str) -> str:
+    """One spelling for the two names merged /usr gives a file (``/usr/lib/x`` and ``/lib/x``)."""
+    path = os.path.normpath(path)
+    if path.startswith("/usr/") and path[4:].startswith(MERGED_USR):
+        return path[4:]
+    return path
+
+
+def resolve_in_report(path: str, links: dict[str, str]) -> str:
+    """Where ``path`` ends after following the report's symlinks (merged-/usr keys both ways)."""
+    for _ in range(40):
+        key = merged_usr_key(path)
+        target = links.get(key)
+        if target is None:
+            return key
+        path = target if target.startswith("/") else os.path.join(os.path.dirname(key), target)
+    raise RuntimeError(f"symlink loop at {path} in binslim's report")
+
+
+def names_in_root(root: Path) -> set[str]:
+    """The merged-/usr key of each regular file in ``root`` (the folder links of a root are followed)."""
+    names = set()
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                names.add(merged_usr_key("/" + os.path.relpath(path, root)))
+    return names
+
+
+def complete_lddtree_root(
+    lddtree_root: Path, binslim_root: Path, report: dict[str, object], out: Path
+) -> list[str]:
+    """``out``: a copy of lddtree's root plus each file binslim's report lists that lddtree's root lacks,
+    under any of the names the report gives it (its path and the symlinks to it, either side of merged
+    /usr). Host files are copied unstripped, as lddtree copies them; generated files come from binslim's
+    root; the report's symlinks to an added file come too (they are not regular files: 0 bytes). Returns
+    the paths added."""
+    entries = report["files"]
+    assert isinstance(entries, list)
+    links = {
+        merged_usr_key(entry["path"]): entry["link_target"] for entry in entries if entry["kind"] == "symlink"
+    }
+    aliases: dict[str, list[str]] = {}
+    for entry in entries:
+        if entry["kind"] == "symlink":
+            aliases.setdefault(resolve_in_report(entry["path"], links), []).append(entry["path"])
+    present = names_in_root(lddtree_root)
+    shutil.copytree(lddtree_root, out, symlinks=True)
+    added = []
+    for entry in entries:
+        if entry["kind"] != "file":
+            continue
+        key = merged_usr_key(entry["path"])
+        names = [entry["path"], *aliases.get(key, [])]
+        if any(merged_usr_key(name) in present for name in names):
+            continue
+        source = entry["source"] if entry["source"] else str(binslim_root / entry["path"].lstrip("/"))
+        destination = out / entry["path"].lstrip("/")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, destination)
+        added.append(entry["path"])
+        for alias in names[1:]:
+            link = out / alias.lstrip("/")
+            if not os.path.lexists(link):
+                link.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(os.path.relpath(entry["path"], os.path.dirname(alias)), link)
+    return added
+
+
 def same(a: subprocess.CompletedProcess[bytes], b: subprocess.CompletedProcess[bytes]) -> bool:
     return (a.returncode, a.stdout, a.stderr) == (b.returncode, b.stdout, b.stderr)
 
@@ -125,6 +204,16 @@ def measure(case: Case, work: Path) -> dict[str, object]:
             row[label] = {"error": done.stderr.strip()}
             continue
         report = json.loads(done.stdout)
+        if label == "binslim" and isinstance(row.get("lddtree"), dict) and "bytes" in row["lddtree"]:
+            completed_root = work / f"lddtree-completed-{len(os.listdir(work))}"
+            added = complete_lddtree_root(lddtree_root, root, report, completed_root)
+            inside = in_root(completed_root, case)
+            row["lddtree + missed"] = {
+                "bytes": tree_bytes(completed_root),
+                "runs": same(host, inside),
+                **why(host, inside),
+                "added": added,
+            }
         inside = in_root(root, case)
         row[label] = {
             "bytes": tree_bytes(root),
@@ -157,20 +246,33 @@ def cell(entry: object) -> tuple[str, str]:
     return (f"{entry['bytes']:,}", "yes" if entry["runs"] else "**no**")
 
 
+def ratio(ours: object, theirs: object) -> str:
+    """binslim's size against another root's, in percent; "-" when either has no size."""
+    if not (isinstance(ours, dict) and isinstance(theirs, dict) and "bytes" in ours and "bytes" in theirs):
+        return "-"
+    return f"{(int(ours['bytes']) - int(theirs['bytes'])) / int(theirs['bytes']) * 100:+.2f}%"
+
+
 def table(rows: list[dict[str, object]]) -> str:
     lines = [
-        "| program | lddtree root (B) | runs | binslim root (B) | runs | vs lddtree"
-        " | binslim --upx (B) | runs |",
-        "| --- | ---: | :---: | ---: | :---: | ---: | ---: | :---: |",
+        "| program | lddtree root (B) | runs | lddtree + what it missed (B) | runs | binslim root (B) | runs"
+        " | vs lddtree | vs lddtree + missed | binslim --upx (B) | runs |",
+        "| --- | ---: | :---: | ---: | :---: | ---: | :---: | ---: | ---: | ---: | :---: |",
     ]
     for row in rows:
-        lt, bs, upx = row.get("lddtree"), row.get("binslim"), row.get("binslim --upx")
-        ratio = "-"
-        if isinstance(lt, dict) and isinstance(bs, dict) and "bytes" in lt and "bytes" in bs:
-            ratio = f"{(int(bs['bytes']) - int(lt['bytes'])) / int(lt['bytes']) * 100:+.2f}%"
+        lt, completed = row.get("lddtree"), row.get("lddtree + missed")
+        bs, upx = row.get("binslim"), row.get("binslim --upx")
         flags = bs.get("flags") if isinstance(bs, dict) else None
         name = f"{row['program']}" + (f" (`{' '.join(flags)}`)" if flags else "")
-        cells = [name, *cell(lt), *cell(bs), ratio, *cell(upx)]
+        cells = [
+            name,
+            *cell(lt),
+            *cell(completed),
+            *cell(bs),
+            ratio(bs, lt),
+            ratio(bs, completed),
+            *cell(upx),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -188,6 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         (work / "src").mkdir()
         rows = [measure(case, work) for case in cases(work / "src")]
     print(table(rows))
+    for row in rows:
+        completed = row.get("lddtree + missed")
+        if isinstance(completed, dict):
+            print(
+                f"\n{row['program']}: lddtree's root + {', '.join(completed['added']) or 'nothing'}", end=""
+            )
+    print()
     if options.json:
         temp = options.json + ".tmp"
         with open(temp, "w", encoding="utf-8") as handle:

@@ -36,11 +36,11 @@ def _as_root() -> None:
 
 @pytest.fixture(scope="module")
 def c_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """getpw and iconv from testdata/c: programs that need files glibc opens at run time."""
+    """getpw, iconv and threadexit from testdata/c: programs that need files glibc opens at run time."""
     gcc = require_tool("gcc")
     out = tmp_path_factory.mktemp("cprog")
     built = {}
-    for name in ("getpw", "iconv"):
+    for name in ("getpw", "iconv", "threadexit"):
         subprocess.run(
             [gcc, "-O1", "-o", str(out / name), str(C_SOURCES / f"{name}.c")], check=True, timeout=120
         )
@@ -146,6 +146,35 @@ def test_nss_is_added_when_the_program_imports_getpwnam(c_programs: dict[str, st
     assert passwd.action == "generated" and passwd.reasons[0].startswith("--with nss")
     assert (tmp_path / "root" / "etc" / "passwd").read_bytes().startswith(b"root:")
     assert chroot_run(tmp_path / "root", c_programs["getpw"]).stdout == b"root: uid 0, home /root\n"
+
+
+def test_libgcc_s_is_added_when_a_thread_ends_through_pthread_exit(
+    c_programs: dict[str, str], tmp_path: Path
+) -> None:
+    """glibc dlopens libgcc_s to unwind a thread that calls pthread_exit, and aborts without it; the
+    program's own list of libraries (ldd's, lddtree's) lacks it."""
+    program = c_programs["threadexit"]
+    assert "libgcc_s" not in host_run("ldd", program).stdout.decode()
+    host = host_run(program)
+    assert host.returncode == 0, host.stderr
+    assert host.stdout == b"worker ended through pthread_exit: sum 55, result returned\n"
+
+    result = bundle([program], tmp_path / "root", verify_args=())
+    assert result.checks[0].same_behaviour is True, result.checks[0].reason
+    libgcc = next(f for f in result.files if os.path.basename(f.path) == "libgcc_s.so.1")
+    assert libgcc.reasons[0].startswith("dlopen'ed by glibc to unwind cancelled threads")
+    assert "threadexit imports pthread_exit" in libgcc.reasons[0]
+    inside = chroot_run(tmp_path / "root", program)
+    assert (inside.returncode, inside.stdout, inside.stderr) == (host.returncode, host.stdout, host.stderr)
+
+    # The same root without libgcc_s: glibc's abort, which binslim's verification catches.
+    with pytest.raises(VerificationError):
+        bundle([program], tmp_path / "checked", verify_args=(), auto_dlopen=False)
+    bundle([program], tmp_path / "bare", verify=False, auto_dlopen=False)
+    assert not any("libgcc_s" in name for _dirs, _sub, names in os.walk(tmp_path / "bare") for name in names)
+    bare = chroot_run(tmp_path / "bare", program)
+    assert bare.returncode != 0
+    assert bare.stderr == b"libgcc_s.so.1 must be installed for pthread_exit to work\n"
 
 
 def test_a_root_that_breaks_the_program_is_exit_3_and_nothing_is_installed(
