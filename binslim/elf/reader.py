@@ -596,9 +596,11 @@ class ElfFile:
         """(offset, end) in the file of every section with file bytes, in section order."""
         no_bytes = (c.SHT_NOBITS, c.SHT_NULL)
         return tuple(
-            (s.sh_offset, s.sh_offset + s.sh_size)
-            for s in self.sections[1:]
-            if s.sh_size and s.sh_type not in no_bytes
+            [
+                (s.sh_offset, s.sh_offset + s.sh_size)
+                for s in self.sections[1:]
+                if s.sh_size and s.sh_type not in no_bytes
+            ]
         )
 
     @functools.cached_property
@@ -683,8 +685,8 @@ class ElfFile:
     @functools.cached_property
     def image_end(self) -> int:
         """End of everything the ELF headers account for; bytes past it are an overlay."""
-        ends = [self.segments_end, self.section_table_end]
-        ends.extend(end for _, end in self.file_spans)
+        ends = [end for _, end in self.file_spans]
+        ends += (self.segments_end, self.section_table_end)
         return max(ends)
 
     @functools.cached_property

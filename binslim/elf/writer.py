@@ -6,9 +6,11 @@ contents in memory (a small one, read whole, is written from one buffer: see _Ou
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Callable
 
 from .._record import Record
@@ -74,6 +76,14 @@ def build_string_table(names: Iterable[str]) -> tuple[bytes, dict[str, int]]:
         offsets[name] = previous_offset
         table += name.encode(NAME_ENCODING) + b"\0"
     return bytes(table), offsets
+
+
+@functools.lru_cache(maxsize=32)
+def _section_name_table(names: tuple[str, ...]) -> tuple[bytes, Mapping[str, int]]:
+    """build_string_table for section names, remembered: the files of a tree mostly share their set of
+    section names (one toolchain), and sorting them anew for each costs a small strip more than its copy."""
+    table, offsets = build_string_table(names)
+    return table, MappingProxyType(offsets)
 
 
 class LoadedBlock(Record):
@@ -168,7 +178,7 @@ class LayoutPlan(Record):
     names_offset: int
     table_offset: int
     names: bytes
-    name_offsets: dict[str, int]
+    name_offsets: Mapping[str, int]
     blocks: tuple[LoadedBlock, ...]
     emptied: tuple[EmptiedSegment, ...]
     phoff: int  # where the program header table goes: moved after the loaded blocks when phdrs_movable
@@ -205,7 +215,7 @@ def plan_layout(elf: ElfFile, sections: Sequence[OutputSection]) -> LayoutPlan:
         else:
             out.sh_offset = align_up(position, max(1, original.sh_addralign))
             position = out.sh_offset + out.size
-    names, name_offsets = build_string_table(s.original.name for s in sections)
+    names, name_offsets = _section_name_table(tuple(s.original.name for s in sections))
     names_offset = position
     if shstrndx:
         position += len(names)
