@@ -389,6 +389,11 @@ class _ForkedRun:
                 self._collect(selector, buffers, receive, timeout=None)
         except BaseException:
             self._set(1, 1)  # children finish the file in hand, so nothing is left half-written
+            import fcntl
+
+            # Interrupted between taking the lock and its try block, this process would hold it forever and
+            # the children, waiting for it, would never see the stop: release it (a no-op when not held).
+            fcntl.lockf(self.lock, fcntl.LOCK_UN)
             self._reap_all()
             raise
         finally:
