@@ -672,6 +672,16 @@ def _unregister(pid: int) -> None:
         _started.discard(pid)
 
 
+def claim_child(pid: int) -> None:
+    """``pid`` is a child this process forked itself (a ``-r`` worker): no run's clean-up may take it for an
+    orphan, kill it or reap it. ``release_child`` once it is reaped."""
+    _register(pid)
+
+
+def release_child(pid: int) -> None:
+    _unregister(pid)
+
+
 _STATE, _PPID, _PGRP, _SESSION = range(4)  # fields of a _process_table entry
 
 

@@ -344,7 +344,8 @@ class _ForkedRun:
         self.lock = os.memfd_create("binslim-batches", os.MFD_CLOEXEC)
         self.parent = os.getpid()
         self.children: dict[int, tuple[int, int]] = {}  # pid -> (child number, its results pipe)
-        self.reported: dict[int, set[int]] = {}  # batch -> its jobs whose results a child sent
+        self.reported: dict[int, set[int]] = {}  # batch -> its jobs whose results a child sent (or failed)
+        self.ran_here: set[int] = set()  # batches this process ran itself
 
     def _get(self, word: int) -> int:
         return int(_LENGTH.unpack_from(self.shared, 8 * word)[0])
@@ -381,12 +382,16 @@ class _ForkedRun:
                 selector.register(pipe, selectors.EVENT_READ, pid)
                 buffers[pid] = bytearray()
             while (index := self._take()) is not None:
+                self.ran_here.add(index)
                 for job in self.batches[index]:
                     receive(_run_job(job, self.options))
                     # Between files, so that no child waits long on a full pipe.
                     self._collect(selector, buffers, receive, timeout=0)
             while self.children:
                 self._collect(selector, buffers, receive, timeout=None)
+            selector.close()
+            if unclaimed := self._unclaimed():
+                receive(unclaimed)
         except BaseException:
             self._set(1, 1)  # children finish the file in hand, so nothing is left half-written
             import fcntl
@@ -398,17 +403,26 @@ class _ForkedRun:
             raise
         finally:
             os.close(self.lock)
+            self.shared.close()
 
     def _fork(self, child: int) -> None:
+        from . import runner
+
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:  # the child: never returns into the caller's code
             status = 1
             try:
+                # Only the parent may hold the read ends: a sibling holding one would keep this child's
+                # writes from failing (EPIPE) once the parent is gone.
+                for _, sibling_pipe in self.children.values():
+                    os.close(sibling_pipe)
                 os.close(read_end)
                 status = self._child(child, write_end)
             finally:
                 os._exit(status)
+        # Else a verification run's clean-up (no PID namespace) takes it for an orphan: kills and reaps it.
+        runner.claim_child(pid)
         os.close(write_end)
         self.children[pid] = (child, read_end)
 
@@ -463,20 +477,42 @@ class _ForkedRun:
         """Wait for a child whose pipe closed; failed results for the files of a batch it left unfinished."""
         child, pipe = self.children.pop(pid)
         os.close(pipe)
-        _, status = os.waitpid(pid, 0)
+        status = self._wait(pid)
         index = self._get(2 + child)
         if index == _NO_BATCH or self._get(1):
             return []
         code = os.waitstatus_to_exitcode(status)
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-        problem = f"worker process failed ({how})"
-        done = self.reported.get(index, set())
+        return self._failed(index, f"worker process failed ({how})")
+
+    def _failed(self, index: int, problem: str) -> list[SlimResult]:
+        """Failed results for the jobs of batch ``index`` that nobody reported, now counted as reported."""
+        done = self.reported.setdefault(index, set())
+        failed = [number for number in range(len(self.batches[index])) if number not in done]
+        done.update(failed)
         return [
             failed_result(path, None, f"{path}: {problem}")
-            for number, job in enumerate(self.batches[index])
-            if number not in done
-            for path in (job.path, *job.links)
+            for number in failed
+            for path in (self.batches[index][number].path, *self.batches[index][number].links)
         ]
+
+    def _unclaimed(self) -> list[SlimResult]:
+        """After every child is reaped: a batch taken by a child that died before saying which it held."""
+        taken = min(self._get(0), len(self.batches))
+        return [
+            result
+            for index in range(taken)
+            if index not in self.ran_here
+            for result in self._failed(index, "worker process died before reporting it")
+        ]
+
+    @staticmethod
+    def _wait(pid: int) -> int:
+        from . import runner
+
+        _, status = os.waitpid(pid, 0)
+        runner.release_child(pid)
+        return status
 
     def _reap_all(self) -> None:
         """After a stop: wait for every child (each finishes the file in hand), reading their pipes so that
@@ -485,7 +521,7 @@ class _ForkedRun:
             while os.read(pipe, 1 << 20):
                 pass
             os.close(pipe)
-            os.waitpid(pid, 0)
+            self._wait(pid)
             del self.children[pid]
 
 

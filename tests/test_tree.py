@@ -543,3 +543,69 @@ def test_tree_lines_say_overlay_kept_and_verification_not_run(
     lines = {line.split(":", 1)[0]: line for line in done.stdout.splitlines()}
     assert "; overlay of 12,288 B kept" in lines[str(root / "with-overlay")]
     assert "; not run to verify: " in lines[str(root / "libgreet.so")]
+
+
+def children_of_this_process() -> list[int]:
+    """Live or zombie children of the test process: a forked worker nobody reaped shows up here."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == os.getpid():
+                    found.append(int(entry))
+    return found
+
+
+def test_a_worker_dying_before_it_records_its_batch_has_that_batch_failed(
+    fixtures: dict[str, Fixture], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed between taking a batch and writing down which it took: that batch is reported as
+    failed (it used to be lost, and the tree ended in a KeyError traceback); every other file is done."""
+    from binslim import tree as tree_module
+
+    root = tmp_path / "tree"
+    root.mkdir()
+    for index in range(12):
+        shutil.copy2(fixtures["hello-c-pie"].path, root / f"f{index:02}")
+    original = (root / "f00").read_bytes()
+    parent = os.getpid()
+    real_set = tree_module._ForkedRun._set
+
+    def dying_set(self: tree_module._ForkedRun, word: int, value: int) -> None:
+        if os.getpid() != parent and word >= 2 and value != tree_module._NO_BATCH:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_set(self, word, value)
+
+    monkeypatch.setattr(tree_module._ForkedRun, "_set", dying_set)
+    seen: list[str] = []
+    result = slim_tree([root], jobs=2, verify=False, on_result=lambda r: seen.append(r.input))
+    failed = [r for r in result.results if r.status == "failed"]
+    assert failed, "the worker's batch should be failed"
+    for failure in failed:
+        assert failure.message == f"{failure.input}: worker process died before reporting it"
+        assert Path(failure.input).read_bytes() == original  # never touched
+    assert all(r.status == "ok" for r in result.results if r not in failed)
+    assert seen == sorted(seen) == [r.input for r in result.results]
+    assert result.summary.failed == len(failed) and result.summary.stripped == 12 - len(failed)
+    assert children_of_this_process() == []
+    assert temp_files(root) == []
+
+
+def test_verifying_workers_survive_the_runs_without_a_pid_namespace(
+    fixtures: dict[str, Fixture], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a PID namespace a verification run ends every unknown child of this process as an orphan:
+    it used to kill and reap the forked -r workers (ChildProcessError traceback). They are claimed now."""
+    from binslim import runner
+
+    monkeypatch.setattr(runner, "_namespace_prefix", lambda: ())
+    root = tmp_path / "tree"
+    root.mkdir()
+    for index in range(9):
+        shutil.copy2(fixtures["hello-c-pie"].path, root / f"f{index:02}")
+    result = slim_tree([root], jobs=3, verify=True)
+    assert [r.status for r in result.results] == ["ok"] * 9, [r.message for r in result.results]
+    assert all(r.verify is not None and r.verify.ran for r in result.results)
+    assert children_of_this_process() == []
+    assert not runner._started, "a claimed worker was never released"
