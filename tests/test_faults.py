@@ -464,6 +464,46 @@ def test_a_worker_killed_mid_tree(fixtures: dict[str, Fixture], tmp_path: Path) 
     assert {digest(p) for p in files} == {stripped_digest}
 
 
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_parent_killed_mid_tree_stops_its_workers(fixtures: dict[str, Fixture], tmp_path: Path, jobs: int) -> None:
+    """SIGKILL to binslim alone (not its group) in the middle of ``-r -j N``: the workers notice their parent
+    is gone, finish at most the file in hand and exit instead of going on through the tree; every file is done
+    or as it was, and nothing temporary is left."""
+    root = tmp_path / "tree"
+    files = _tree(fixtures, root, 80)
+    original = digest(files[0])
+    stripped_digest = hashlib.sha256(reference_strip(fixtures, "hello-c-pie", tmp_path)).hexdigest()
+    ready = tmp_path / "ready"
+    process = slow_binslim("-r", str(root), "--no-verify", "-j", str(jobs), ready=ready, sleep=0.1)
+    try:
+        deadline = time.monotonic() + 60
+        while not (ready.exists() and len(set(ready.read_text().split())) >= jobs):  # every process writing
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.01)
+        process.kill()
+        process.wait(timeout=TIMEOUT)
+        at_kill = {p: digest(p) for p in files}
+        deadline = time.monotonic() + 10
+        while group_alive(process.pid):
+            assert time.monotonic() < deadline, "workers went on after their parent was killed"
+            time.sleep(0.05)
+        process.communicate(timeout=TIMEOUT)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == -signal.SIGKILL
+    digests = {p: digest(p) for p in files}
+    assert set(digests.values()) <= {original, stripped_digest}
+    finished_after = [p for p in files if digests[p] != at_kill[p]]
+    assert len(finished_after) <= jobs - 1, f"workers started new files after the kill: {finished_after}"
+    assert sum(d == original for d in digests.values()) > len(files) // 2, "the kill should land early"
+    assert temps_under(root) == []
+    assert (root / "README").read_text() == "not ELF\n"
+    again = binslim("-r", str(root), "--no-verify", "-j", str(jobs))
+    assert again.returncode == 0, again.stderr
+    assert {digest(p) for p in files} == {stripped_digest}
+
+
 # -- UPX hanging ---------------------------------------------------------------------------------------------
 
 FAKE_UPX = """#!/bin/sh
