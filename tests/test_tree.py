@@ -609,3 +609,64 @@ def test_verifying_workers_survive_the_runs_without_a_pid_namespace(
     assert all(r.verify is not None and r.verify.ran for r in result.results)
     assert children_of_this_process() == []
     assert not runner._started, "a claimed worker was never released"
+
+
+def hostile_tree(fixtures: dict[str, Fixture], work: Path) -> Path:
+    """Everything a tree may hold at once: one big program (18 MB, streamed, a batch of its own) among many
+    small ones, hard links inside and outside the tree, symlinks, broken and truncated ELF files, an empty
+    file named like a library, ELF magic alone, an unreadable mode, a FIFO, and a file that cannot be
+    replaced."""
+    root = tree_of_copies(fixtures, work / "tree", 30)
+    data = Path(fixtures["hello-c-pie"].path).read_bytes()
+    shutil.copy2(fixtures["go-cmd"].path, root / "d1" / "go-cmd")
+    os.link(root / "d0" / "f000", root / "d2" / "f000-link")
+    shutil.copy2(fixtures["hello-c-pie"].path, root / "d1" / "shared")
+    os.link(root / "d1" / "shared", work / "outside-link")
+    (root / "d0" / "to-go").symlink_to("../d1/go-cmd")
+    (root / "d0" / "dangling").symlink_to("nowhere")
+    (root / "d0" / "broken").write_bytes(data[:4] + b"\x07" + data[5:])
+    (root / "d0" / "truncated").write_bytes(data[: len(data) // 3])
+    (root / "d2" / "libempty.so").write_bytes(b"")
+    (root / "d2" / "magic-only").write_bytes(b"\x7fELF")
+    shutil.copy2(fixtures["hello-cxx"].path, root / "d2" / "no-mode")
+    (root / "d2" / "no-mode").chmod(0)
+    os.mkfifo(root / "d2" / "fifo")
+    (root / "locked").mkdir()
+    shutil.copy2(fixtures["hello-c-pie"].path, root / "locked" / "prog")
+    return root
+
+
+def test_many_workers_on_two_cpus_say_and_do_what_one_does(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """-j 3 and -j 8 (more workers than this machine's CPUs) over the hostile tree: stdout, stderr, exit code
+    and every file's resulting bytes are the same as with -j 1."""
+    runs = {}
+    trees = {}
+    for jobs in ("1", "3", "8"):
+        work = tmp_path / f"j{jobs}"
+        root = hostile_tree(fixtures, work)
+        with immutable(root / "locked" / "prog"):
+            runs[jobs] = binslim("-r", "tree", "--no-verify", "-j", jobs, cwd=work)
+        assert "Traceback" not in runs[jobs].stderr
+        assert not temp_files(root) and not temp_files(work)
+        trees[jobs] = {name: content for name, (_, _, content) in snapshot(root).items()}
+        (root / "d2" / "no-mode").chmod(0o644)
+        assert (work / "outside-link").read_bytes() == (root / "d1" / "shared").read_bytes()
+    assert runs["1"].returncode == 1, runs["1"].stderr
+    errors = [line for line in runs["1"].stderr.splitlines() if line.startswith("error: ")]
+    assert [line.split(":")[1].strip() for line in errors] == [
+        "tree/d0/broken",
+        "tree/d0/truncated",
+        "tree/d2/magic-only",
+        "tree/locked/prog",
+    ], runs["1"].stderr
+    assert "truncated ELF identification" in errors[2] and "permission denied" in errors[3]
+    for jobs in ("3", "8"):
+        assert (runs[jobs].returncode, runs[jobs].stdout, runs[jobs].stderr) == (
+            runs["1"].returncode,
+            runs["1"].stdout,
+            runs["1"].stderr,
+        )
+        assert trees[jobs] == trees["1"]
+    big = Path(fixtures["go-cmd"].path).stat().st_size
+    assert len(trees["1"]["d1/go-cmd"]) < big
+    assert trees["1"]["d2/libempty.so"] == b"" and trees["1"]["d2/magic-only"] == b"\x7fELF"
