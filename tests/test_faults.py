@@ -465,7 +465,9 @@ def test_a_worker_killed_mid_tree(fixtures: dict[str, Fixture], tmp_path: Path) 
 
 
 @pytest.mark.parametrize("jobs", [2, 3])
-def test_parent_killed_mid_tree_stops_its_workers(fixtures: dict[str, Fixture], tmp_path: Path, jobs: int) -> None:
+def test_parent_killed_mid_tree_stops_its_workers(
+    fixtures: dict[str, Fixture], tmp_path: Path, jobs: int
+) -> None:
     """SIGKILL to binslim alone (not its group) in the middle of ``-r -j N``: the workers notice their parent
     is gone, finish at most the file in hand and exit instead of going on through the tree; every file is done
     or as it was, and nothing temporary is left."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from binslim.errors import ToolFailedError, UsageError, VerificationError
 from binslim.report import REPORT_SCHEMA
 from binslim.runner import Completed, run
 from binslim.verifier import measure_startup, require_same, verify
+from testdata.build import Fixture
 from tests.helpers import IN_CI, REPO_ROOT, clean_env, require_tool, run_binslim
 
 HOSTILE_DIR = REPO_ROOT / "testdata" / "hostile"
@@ -357,3 +359,81 @@ def test_sigterm_during_a_run_leaves_nothing_alive(
         proc.kill()
     assert proc.returncode == 143, stderr
     assert not (tmp_path / "out").exists()
+
+
+def hostile_tree(hostile: dict[str, str], fixtures: dict[str, Fixture], root: Path) -> Path:
+    root.mkdir()
+    for name in ("clock", "daemon", "holder", "selfsize", "usage"):
+        shutil.copy2(hostile[name], root / os.path.basename(hostile[name]))
+    for index in range(6):
+        shutil.copy2(fixtures["hello-c-pie"].path, root / f"{TOKEN}-hello{index}")
+    return root
+
+
+def without_clock(text: str) -> str:
+    """``text`` without what hostile-clock prints that changes from run to run."""
+    return re.sub(r"at \d+\.\d+, random \d+", "at TIME, random N", text)
+
+
+def test_verification_in_forked_workers_reports_like_one_process(
+    hostile: dict[str, str], fixtures: dict[str, Fixture], tmp_path: Path
+) -> None:
+    """-r with verification and -j 3: the children run the programs (a daemon, a stdout holder, a
+    self-measuring one that fails verification, a non-deterministic one): lines in path order, the same
+    exit code and words as -j 1, failed files untouched, nothing left alive (see nothing_left_alive)."""
+    runs = {}
+    for jobs in ("1", "3"):
+        work = tmp_path / f"j{jobs}"
+        work.mkdir()
+        hostile_tree(hostile, fixtures, work / "tree")
+        runs[jobs] = run_binslim("-r", "tree", "-j", jobs, "--verify-runs", "2", cwd=work)
+        assert "Traceback" not in runs[jobs].stderr
+        tree = work / "tree"
+        for name in ("clock", "selfsize"):
+            assert (tree / f"{TOKEN}-{name}").read_bytes() == Path(hostile[name]).read_bytes()
+        assert not list(tree.glob(".binslim-*"))
+    assert runs["1"].returncode == 1, runs["1"].stderr
+    assert (runs["3"].returncode, runs["3"].stdout, without_clock(runs["3"].stderr)) == (
+        runs["1"].returncode,
+        runs["1"].stdout,
+        without_clock(runs["1"].stderr),
+    )
+    errors = [line for line in runs["1"].stderr.splitlines() if line.startswith("error: ")]
+    assert [line.split(":")[1].strip() for line in errors] == [
+        f"tree/{TOKEN}-clock",
+        f"tree/{TOKEN}-selfsize",
+    ]
+    assert "does not behave like the original" in errors[1]
+    done = [line.split(":")[0] for line in runs["1"].stdout.splitlines() if line.startswith("tree/")]
+    assert done == sorted(done) and len(done) == 9
+
+
+def test_verification_in_forked_workers_without_a_pid_namespace(
+    hostile: dict[str, str], fixtures: dict[str, Fixture], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same tree in this process, -j 3, the runs contained by the subreaper alone (whose clean-up used to
+    kill the workers as orphans): the same results as -j 1, no child of this process left."""
+    from binslim.tree import slim_tree
+
+    monkeypatch.setattr(runner_module, "_namespace_prefix", lambda: ())
+    outcomes = {}
+    for jobs in (1, 3):
+        root = hostile_tree(hostile, fixtures, tmp_path / f"j{jobs}")
+        result = slim_tree([root], jobs=jobs, verify_runs=2)
+        outcomes[jobs] = [
+            (os.path.basename(r.input), r.status, without_clock(r.message.replace(str(root), "")))
+            for r in result.results
+        ]
+        assert not list(root.glob(".binslim-*"))
+    assert outcomes[3] == outcomes[1]
+    assert [status for _, status, _ in outcomes[1]].count("failed") == 2
+    assert not [
+        pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if _parent(pid) == os.getpid()
+    ]
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0

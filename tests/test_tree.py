@@ -636,7 +636,9 @@ def hostile_tree(fixtures: dict[str, Fixture], work: Path) -> Path:
     return root
 
 
-def test_many_workers_on_two_cpus_say_and_do_what_one_does(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+def test_many_workers_on_two_cpus_say_and_do_what_one_does(
+    fixtures: dict[str, Fixture], tmp_path: Path
+) -> None:
     """-j 3 and -j 8 (more workers than this machine's CPUs) over the hostile tree: stdout, stderr, exit code
     and every file's resulting bytes are the same as with -j 1."""
     runs = {}
