@@ -183,3 +183,24 @@ def test_cli_errors_and_the_slim_command_still_works(fixtures: dict[str, Fixture
     assert slimmed.returncode == 0, slimmed.stderr
     assert (tmp_path / "out").stat().st_size < named.stat().st_size
     assert "inspect FILE" in binslim("--help").stdout
+
+
+def test_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    """Nothing writes into the FIFO: the reader's open used to block forever. Also ElfFile itself, for
+    callers that checked the path before it was swapped for a FIFO (binslim -r after its walk)."""
+    import os
+    import subprocess
+
+    from binslim.elf.reader import ElfFile
+    from binslim.errors import NotELFError
+    from tests.helpers import run_binslim
+
+    fifo = tmp_path / "prog"
+    os.mkfifo(fifo)
+    try:
+        done = run_binslim("inspect", str(fifo), timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("binslim inspect blocked on a FIFO")
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", f"error: {fifo}: not a regular file\n")
+    with pytest.raises(NotELFError, match=f"^{fifo}: not a regular file$"):
+        ElfFile(str(fifo))

@@ -738,3 +738,38 @@ def test_program_headers_a_segment_names_stay(tmp_path: Path) -> None:
     (tmp_path / "moved").write_bytes(bytes(moved))
     with pytest.raises(VerificationError, match="e_phoff changed"):
         static_check(str(original), str(tmp_path / "moved"), packed=False)
+
+
+@pytest.mark.parametrize("keep_debug", [False, True], ids=["plain", "keep-debug"])
+def test_inputs_either_side_of_the_in_memory_limit(
+    fixtures: dict[str, Fixture], tmp_path: Path, keep_debug: bool
+) -> None:
+    """hello-c-pie with an overlay making it exactly IN_MEMORY_BYTES long (read whole, output built in one
+    buffer) and one byte longer (streamed): the outputs differ by that one overlay byte only, with or without
+    a debug companion (and the .gnu_debuglink section added to name it)."""
+    from binslim.elf.reader import IN_MEMORY_BYTES
+
+    image = Path(fixtures["hello-c-pie"].path).read_bytes()
+    filler = bytes(range(256)) * (IN_MEMORY_BYTES // 256)
+    at_limit = tmp_path / "at-limit"
+    at_limit.write_bytes(image + filler[: IN_MEMORY_BYTES - len(image)])
+    past_limit = tmp_path / "past-limit"
+    past_limit.write_bytes(at_limit.read_bytes() + b"\xee")
+    with ElfFile(str(at_limit)) as whole, ElfFile(str(past_limit)) as streamed:
+        assert whole.data is not None and streamed.data is None
+        assert whole.size == IN_MEMORY_BYTES
+    outputs = []
+    for source in (at_limit, past_limit):
+        target = tmp_path / f"{source.name}.out" / "prog"
+        target.parent.mkdir()
+        companion = target.parent / "prog.debug" if keep_debug else None
+        result = strip(source, target, keep_debug=companion)
+        assert result.overlay == source.stat().st_size - len(image)
+        outputs.append(target.read_bytes())
+        if companion is not None:
+            with open(target, "rb") as handle:
+                assert ELFFile(handle).get_section_by_name(".gnu_debuglink") is not None
+    assert outputs[1] == outputs[0] + b"\xee"
+    assert outputs[0].endswith(filler[: IN_MEMORY_BYTES - len(image)])
+    assert at_limit.stat().st_size == IN_MEMORY_BYTES  # inputs untouched
+    assert past_limit.read_bytes() == at_limit.read_bytes() + b"\xee"

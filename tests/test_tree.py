@@ -672,3 +672,45 @@ def test_many_workers_on_two_cpus_say_and_do_what_one_does(
     big = Path(fixtures["go-cmd"].path).stat().st_size
     assert len(trees["1"]["d1/go-cmd"]) < big
     assert trees["1"]["d2/libempty.so"] == b"" and trees["1"]["d2/magic-only"] == b"\x7fELF"
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_files_swapped_between_the_walk_and_the_strip(
+    fixtures: dict[str, Fixture], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
+) -> None:
+    """After the walk, files are replaced: by a FIFO (must not block), an empty file, a truncated ELF file,
+    and a file far bigger than the walk saw (past IN_MEMORY_BYTES: streamed). Each gets its own clear result;
+    the others go on; nothing temporary is left."""
+    from binslim import tree as tree_module
+
+    root = tmp_path / "tree"
+    root.mkdir()
+    for name in ("a-ok", "b-fifo", "c-empty", "d-truncated", "e-grown", "f-ok"):
+        shutil.copy2(fixtures["hello-c-pie"].path, root / name)
+    data = Path(fixtures["hello-c-pie"].path).read_bytes()
+    big = Path(fixtures["gofmt"].path).read_bytes()
+    real_walk = tree_module._walk
+
+    def walk_then_swap(roots: list[str]) -> list[object]:
+        entries = real_walk(roots)
+        (root / "b-fifo").unlink()
+        os.mkfifo(root / "b-fifo")
+        (root / "c-empty").write_bytes(b"")
+        (root / "d-truncated").write_bytes(data[: len(data) // 3])
+        (root / "e-grown").write_bytes(big)
+        return entries
+
+    monkeypatch.setattr(tree_module, "_walk", walk_then_swap)
+    result = slim_tree([root], jobs=jobs, verify=False)
+    outcome = {os.path.basename(r.input): (r.status, r.message) for r in result.results}
+    assert outcome["b-fifo"] == ("failed", f"{root / 'b-fifo'}: is a FIFO, not a regular file")
+    assert outcome["c-empty"] == ("failed", f"{root / 'c-empty'}: empty file, not an ELF file")
+    assert outcome["d-truncated"][0] == "failed"
+    assert outcome["d-truncated"][1].startswith(f"{root / 'd-truncated'}: ")
+    assert "past the end of the file" in outcome["d-truncated"][1]
+    assert [outcome[name][0] for name in ("a-ok", "e-grown", "f-ok")] == ["ok"] * 3
+    assert len(big) > result.results[4].final_size == (root / "e-grown").stat().st_size
+    assert result.results[4].original_size == len(big)
+    assert (root / "d-truncated").read_bytes() == data[: len(data) // 3]
+    assert stat.S_ISFIFO((root / "b-fifo").lstat().st_mode)
+    assert not temp_files(root)

@@ -199,7 +199,9 @@ class ElfFile:
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            # O_NONBLOCK: a FIFO (or one swapped in since a caller's check) is refused below instead of
+            # blocking this open until some writer comes; on a regular file it changes nothing.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError as exc:
             raise file_error(path, "no such file") from exc
         except IsADirectoryError as exc:
