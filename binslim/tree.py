@@ -406,33 +406,46 @@ class _ForkedRun:
             self.shared.close()
 
     def _fork(self, child: int) -> None:
+        import signal
+
         from . import runner
 
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:  # the child: never returns into the caller's code
-            status = 1
+        # Ctrl-C and SIGTERM wait until the child is on record: raised between the fork and the bookkeeping,
+        # they would leave a child that nobody stops or waits for.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
             try:
-                # Only the parent may hold the read ends: a sibling holding one would keep this child's
-                # writes from failing (EPIPE) once the parent is gone.
-                for _, sibling_pipe in self.children.values():
-                    os.close(sibling_pipe)
+                pid = os.fork()
+            except OSError:
                 os.close(read_end)
-                status = self._child(child, write_end)
-            finally:
-                os._exit(status)
-        # Else a verification run's clean-up (no PID namespace) takes it for an orphan: kills and reaps it.
-        runner.claim_child(pid)
-        os.close(write_end)
-        self.children[pid] = (child, read_end)
+                os.close(write_end)
+                raise
+            if pid == 0:  # the child: never returns into the caller's code
+                status = 1
+                try:
+                    # Ctrl-C goes to the whole process group: the parent decides, children only stop
+                    # between files. (SIGTERM's handler, inherited, acts only in the parent.)
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
+                    # Only the parent may hold the read ends: a sibling holding one would keep this child's
+                    # writes from failing (EPIPE) once the parent is gone.
+                    for _, sibling_pipe in self.children.values():
+                        os.close(sibling_pipe)
+                    os.close(read_end)
+                    status = self._child(child, write_end)
+                finally:
+                    os._exit(status)
+            # Else a verification run's clean-up (no PID namespace) takes it for an orphan: kills, reaps it.
+            runner.claim_child(pid)
+            self.children[pid] = (child, read_end)
+            os.close(write_end)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def _child(self, child: int, pipe: int) -> int:
         import pickle
-        import signal
 
-        # Ctrl-C goes to the whole process group: the parent decides, children only stop between files.
-        # (SIGTERM's handler, inherited, acts only in the parent.)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         while (index := self._take()) is not None:
             self._set(2 + child, index)
             for number, job in enumerate(self.batches[index]):

@@ -714,3 +714,27 @@ def test_files_swapped_between_the_walk_and_the_strip(
     assert (root / "d-truncated").read_bytes() == data[: len(data) // 3]
     assert stat.S_ISFIFO((root / "b-fifo").lstat().st_mode)
     assert not temp_files(root)
+
+
+def test_ctrl_c_right_after_a_fork_leaves_no_child_behind(
+    fixtures: dict[str, Fixture], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C arriving just after a worker is forked, before it is on record: it is held until the worker is,
+    so the stop reaches it and it is waited for (else it was left as a zombie nobody reaps)."""
+    from binslim import runner
+
+    root = tree_of_copies(fixtures, tmp_path / "tree", 12)
+    before = {p: p.read_bytes() for p in root.rglob("f*")}
+    real_claim = runner.claim_child
+
+    def interrupted_claim(pid: int) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        real_claim(pid)
+
+    monkeypatch.setattr(runner, "claim_child", interrupted_claim)
+    with pytest.raises(KeyboardInterrupt):
+        slim_tree([root], jobs=3, verify=False)
+    assert children_of_this_process() == []
+    assert not runner._started
+    assert {p: p.read_bytes() for p in root.rglob("f*")} == before  # stopped before any file
+    assert not temp_files(root)
