@@ -393,13 +393,21 @@ class _ForkedRun:
             if unclaimed := self._unclaimed():
                 receive(unclaimed)
         except BaseException:
-            self._set(1, 1)  # children finish the file in hand, so nothing is left half-written
             import fcntl
+            import signal
 
-            # Interrupted between taking the lock and its try block, this process would hold it forever and
-            # the children, waiting for it, would never see the stop: release it (a no-op when not held).
-            fcntl.lockf(self.lock, fcntl.LOCK_UN)
-            self._reap_all()
+            # A second Ctrl-C (or SIGTERM) waits until every child is reaped, as the runner's clean-up does:
+            # else it would leave children nobody waits for.
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            try:
+                self._set(1, 1)  # children finish the file in hand, so nothing is left half-written
+                # Interrupted between taking the lock and its try block, this process would hold it forever
+                # and the children, waiting for it, would never see the stop: release it (a no-op when not
+                # held).
+                fcntl.lockf(self.lock, fcntl.LOCK_UN)
+                self._reap_all()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
             raise
         finally:
             os.close(self.lock)

@@ -738,3 +738,39 @@ def test_ctrl_c_right_after_a_fork_leaves_no_child_behind(
     assert not runner._started
     assert {p: p.read_bytes() for p in root.rglob("f*")} == before  # stopped before any file
     assert not temp_files(root)
+
+
+def test_a_second_ctrl_c_waits_until_every_worker_is_reaped(
+    fixtures: dict[str, Fixture], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the middle of a tree, then another while the workers are being waited for: the second is
+    held until the last worker is reaped (it used to cut the wait short and leave workers behind); every
+    file is done or as it was."""
+    from binslim import tree as tree_module
+
+    root = tree_of_copies(fixtures, tmp_path / "tree", 24)
+    before = {p: p.read_bytes() for p in root.rglob("f*")}
+    parent = os.getpid()
+    real_run_job = tree_module._run_job
+    real_wait = tree_module._ForkedRun._wait
+    jobs_here = []
+
+    def run_job(job: tree_module._Job, options: object) -> list[object]:
+        if os.getpid() == parent:
+            jobs_here.append(job.path)
+            if len(jobs_here) == 2:
+                raise KeyboardInterrupt
+        return real_run_job(job, options)  # type: ignore[arg-type]
+
+    def wait_interrupted(pid: int) -> int:
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_wait(pid)
+
+    monkeypatch.setattr(tree_module, "_run_job", run_job)
+    monkeypatch.setattr(tree_module._ForkedRun, "_wait", staticmethod(wait_interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        slim_tree([root], jobs=3, verify=False)
+    assert children_of_this_process() == []
+    after = {p: p.read_bytes() for p in root.rglob("f*")}
+    assert any(after[p] != before[p] for p in before) and any(after[p] == before[p] for p in before)
+    assert not temp_files(root)
