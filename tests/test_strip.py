@@ -773,3 +773,21 @@ def test_inputs_either_side_of_the_in_memory_limit(
     assert outputs[0].endswith(filler[: IN_MEMORY_BYTES - len(image)])
     assert at_limit.stat().st_size == IN_MEMORY_BYTES  # inputs untouched
     assert past_limit.read_bytes() == at_limit.read_bytes() + b"\xee"
+
+
+def test_an_empty_file_named_like_a_library(tmp_path: Path) -> None:
+    """In place, with -o and under inspect: one line naming the file, exit 1, the file still there and
+    empty, no output and nothing temporary left."""
+    from tests.helpers import run_binslim
+
+    empty = tmp_path / "libempty.so.1"
+    empty.write_bytes(b"")
+    for args in ([str(empty)], [str(empty), "-o", str(tmp_path / "out")], ["inspect", str(empty)]):
+        done = run_binslim(*args)
+        assert (done.returncode, done.stdout, done.stderr) == (
+            1,
+            "",
+            f"error: {empty}: empty file, not an ELF file\n",
+        )
+        assert empty.read_bytes() == b""
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["libempty.so.1"]
