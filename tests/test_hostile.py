@@ -8,10 +8,12 @@ renamed their folder to) and nothing another test run on the same machine starte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -437,3 +439,54 @@ def _parent(pid: int) -> int:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return 0
+
+
+@pytest.mark.parametrize("namespace", [True, False], ids=["namespace", "subreaper"])
+def test_ctrl_c_while_forked_workers_verify(
+    hostile: dict[str, str], fixtures: dict[str, Fixture], tmp_path: Path, namespace: bool
+) -> None:
+    """Ctrl-C (SIGINT to binslim's process group) while -r -j 3 workers are running programs to verify them
+    (sleepers, which time out): exit 130 once every worker has finished its file in hand, no program or
+    worker left alive, every file done or as it was, nothing temporary left."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    sleepers = [root / f"{TOKEN}-sleeper{index}" for index in range(4)]
+    for path in sleepers:
+        shutil.copy2(hostile["sleeper"], path)
+    for index in range(6):
+        shutil.copy2(fixtures["hello-c-pie"].path, root / f"{TOKEN}-hello{index}")
+    original = {path: path.read_bytes() for path in root.iterdir()}
+    env = clean_env() if namespace else {**clean_env(), "BINSLIM_NO_PID_NAMESPACE": "1"}
+    argv = ["-r", str(root), "-j", "3", "--verify-timeout", "2", "--verify-runs", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "binslim", *argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+
+        def sleeping() -> bool:
+            return any(
+                "sleeper" in cmdline and "binslim" not in cmdline
+                for _, cmdline in processes_of_this_session()
+            )
+
+        deadline = time.monotonic() + 60
+        while not sleeping() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sleeping(), "no verification run started"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.endswith("error: interrupted; files reported above are done, the rest are as they were\n")
+    for path, data in original.items():
+        assert path.read_bytes() == data or path.stat().st_size < len(data), path
+    assert sorted(root.iterdir()) == sorted(original)
