@@ -111,6 +111,7 @@ class _Job:
     size: int
     links: tuple[str, ...] = ()  # other names of the same file that the walk found
     relink: bool = False  # the walk found every name: rename them all onto the new file
+    inode: tuple[int, int] = (0, 0)  # (st_dev, st_ino) the walk found under every name
 
 
 def default_jobs() -> int:
@@ -274,7 +275,8 @@ def _plan(entries: Sequence[_Entry]) -> tuple[list[_Job], set[str]]:
     for group in names.values():
         first, others = group[0], tuple(e.path for e in group[1:])
         linked.update(others)
-        work.append(_Job(first.path, first.size, others, relink=bool(others) and len(group) == first.nlink))
+        relink = bool(others) and len(group) == first.nlink
+        work.append(_Job(first.path, first.size, others, relink=relink, inode=first.inode))
     work.sort(key=lambda job: job.path)
     return work, linked
 
@@ -558,6 +560,12 @@ def _run_job(job: _Job, options: SlimOptions) -> list[SlimResult]:
     installed = result.status == "ok" and not options.dry_run
     for name in job.links:
         if installed and job.relink:
+            if not _still_the_walks(name, job.inode):
+                # Renaming the new file onto it would destroy whatever took that name since the walk.
+                problem = f"no longer a hard link of {job.path} (replaced or removed since the walk)"
+                problem += "; left as it was"
+                results.append(failed_result(name, None, f"{name}: {problem}"))
+                continue
             try:
                 fileops.replace_with_link(job.path, name)
             except BinslimError as exc:
@@ -579,6 +587,14 @@ def _run_job(job: _Job, options: SlimOptions) -> list[SlimResult]:
             )
         )
     return results
+
+
+def _still_the_walks(path: str, inode: tuple[int, int]) -> bool:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return (info.st_dev, info.st_ino) == inode
 
 
 def _attempt(path: str, options: SlimOptions) -> SlimResult:

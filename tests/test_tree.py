@@ -774,3 +774,44 @@ def test_a_second_ctrl_c_waits_until_every_worker_is_reaped(
     after = {p: p.read_bytes() for p in root.rglob("f*")}
     assert any(after[p] != before[p] for p in before) and any(after[p] == before[p] for p in before)
     assert not temp_files(root)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_hard_link_replaced_after_the_walk_is_not_overwritten(
+    fixtures: dict[str, Fixture], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
+) -> None:
+    """Three names of one program; after the walk one name gets other content and one is removed. The new
+    file used to be renamed onto both (the other content lost, the removed name back). Now the first name is
+    stripped, the second keeps its new content, the third stays removed, each reported as failed."""
+    from binslim import tree as tree_module
+
+    root = tmp_path / "tree"
+    root.mkdir()
+    shutil.copy2(fixtures["hello-c-pie"].path, root / "a")
+    os.link(root / "a", root / "b")
+    os.link(root / "a", root / "c")
+    for index in range(8):  # enough work for a worker
+        shutil.copy2(fixtures["hello-c-pie"].path, root / f"z{index}")
+    real_walk = tree_module._walk
+
+    def walk_then_swap(roots: list[str]) -> list[object]:
+        entries = real_walk(roots)
+        (root / "b").unlink()
+        (root / "b").write_text("new content\n")
+        (root / "c").unlink()
+        return entries
+
+    monkeypatch.setattr(tree_module, "_walk", walk_then_swap)
+    result = slim_tree([root], jobs=jobs, verify=False)
+    outcome = {os.path.basename(r.input): (r.status, r.message) for r in result.results}
+    assert outcome["a"][0] == "ok"
+    for name in ("b", "c"):
+        assert outcome[name] == (
+            "failed",
+            f"{root / name}: no longer a hard link of {root / 'a'} (replaced or removed since the walk); "
+            "left as it was",
+        )
+    assert (root / "b").read_text() == "new content\n"
+    assert not (root / "c").exists()
+    assert (root / "a").stat().st_size < Path(fixtures["hello-c-pie"].path).stat().st_size
+    assert not temp_files(root)
