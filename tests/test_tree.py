@@ -815,3 +815,28 @@ def test_a_hard_link_replaced_after_the_walk_is_not_overwritten(
     assert not (root / "c").exists()
     assert (root / "a").stat().st_size < Path(fixtures["hello-c-pie"].path).stat().st_size
     assert not temp_files(root)
+
+
+def test_no_process_to_be_had_means_this_one_does_the_work(
+    fixtures: dict[str, Fixture], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fork failing (EAGAIN: a process limit reached) after one worker: the tree is still done in full, by
+    this process and that worker, and no descriptor is left open."""
+    from binslim import tree as tree_module
+
+    root = tree_of_copies(fixtures, tmp_path / "tree", 16)
+    real_fork = os.fork
+    forks = []
+
+    def limited_fork() -> int:
+        if forks:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(tree_module.os, "fork", limited_fork)
+    open_before = sorted(os.listdir("/proc/self/fd"))
+    result = slim_tree([root], jobs=4, verify=False)
+    assert sorted(os.listdir("/proc/self/fd")) == open_before
+    assert result.summary.stripped == 16 and result.summary.failed == 0
+    assert children_of_this_process() == []
