@@ -506,6 +506,47 @@ def test_parent_killed_mid_tree_stops_its_workers(
     assert {digest(p) for p in files} == {stripped_digest}
 
 
+def test_whole_group_killed_mid_tree_with_big_files(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """SIGKILL to binslim and all its workers while big programs (streamed, past IN_MEMORY_BYTES) and small
+    ones (built in memory) are being written: no file is half-written (each is as it was or fully done), no
+    temporary file is left, and the next run finishes the job."""
+    root = tmp_path / "tree"
+    big = [stage(fixtures, "go-cmd", root / "big", f"go{i}") for i in range(2)]
+    small = _tree(fixtures, root, 20)
+    expected = {
+        "go-cmd": (digest(big[0]), hashlib.sha256(reference_strip(fixtures, "go-cmd", tmp_path)).hexdigest()),
+        "hello-c-pie": (
+            digest(small[0]),
+            hashlib.sha256(reference_strip(fixtures, "hello-c-pie", tmp_path)).hexdigest(),
+        ),
+    }
+    ready = tmp_path / "ready"
+    process = slow_binslim("-r", str(root), "--no-verify", "-j", "3", ready=ready, sleep=0.05)
+    try:
+        deadline = time.monotonic() + 60
+        while not (ready.exists() and len(set(ready.read_text().split())) >= 3):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate(timeout=TIMEOUT)
+        deadline = time.monotonic() + 10
+        while group_alive(process.pid):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    for paths, name in ((big, "go-cmd"), (small, "hello-c-pie")):
+        for path in paths:
+            assert digest(path) in expected[name], f"{path} is half-written"
+    assert expected["go-cmd"][0] in {digest(p) for p in big}, "the kill should land while a big file is written"
+    assert temps_under(root) == []
+    again = binslim("-r", str(root), "--no-verify", "-j", "3")
+    assert again.returncode == 0, again.stderr
+    assert {digest(p) for p in big} == {expected["go-cmd"][1]}
+    assert {digest(p) for p in small} == {expected["hello-c-pie"][1]}
+
+
 # -- UPX hanging ---------------------------------------------------------------------------------------------
 
 FAKE_UPX = """#!/bin/sh
