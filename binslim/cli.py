@@ -379,6 +379,10 @@ def main(args: Sequence[str] | None = None, prog_name: str | None = None) -> NoR
             code = _slim_command(values)
         except UsageError as exc:
             SLIM.usage_error(str(exc))
+        except BrokenPipeError:
+            _stdout_gone()
+            _echo("error: standard output closed; the report could not be written", err=True)
+            code = EXIT_ERROR
     sys.exit(code)
 
 
@@ -588,6 +592,14 @@ def _slim_tree(
         what, code = interrupted(exc)
         _echo(f"error: {what}; files reported above are done, the rest are as they were", err=True)
         return code
+    except BrokenPipeError:  # binslim -r . | head: the reader went away, so the tree stopped between files
+        progress.close()
+        _stdout_gone()
+        _echo(
+            "error: standard output closed; files reported before are done, the rest are as they were",
+            err=True,
+        )
+        return EXIT_ERROR
     except BinslimError as exc:
         progress.close()
         _echo(f"error: {exc}", err=True)
@@ -595,3 +607,11 @@ def _slim_tree(
     progress.close()
     _echo(dumps(tree.results, tree.summary) if as_json else format_tree_summary(tree.summary))
     return EXIT_ERROR if tree.summary.failed else EXIT_OK
+
+
+def _stdout_gone() -> None:
+    """Standard output's reader went away: send what is still buffered for it to /dev/null, so that exiting
+    does not fail on it too."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -549,6 +549,35 @@ def test_whole_group_killed_mid_tree_with_big_files(fixtures: dict[str, Fixture]
     assert {digest(p) for p in small} == {expected["hello-c-pie"][1]}
 
 
+def test_output_closed_mid_tree(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """``binslim -r TREE | head -1``: the reader goes away after one line. binslim stops between files with
+    one line on stderr and no traceback; each file is done or as it was, and no temporary file is left."""
+    root = tmp_path / "tree"
+    files = _tree(fixtures, root, 40)
+    original = digest(files[0])
+    stripped_digest = hashlib.sha256(reference_strip(fixtures, "hello-c-pie", tmp_path)).hexdigest()
+    process = slow_binslim("-r", str(root), "--no-verify", "-j", "2", ready=tmp_path / "ready", sleep=0.05)
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()
+        stderr = process.stderr.read()
+        process.stderr.close()
+        process.wait(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert first.startswith(f"{root}/")
+    assert process.returncode == 1, stderr
+    assert stderr == (
+        "error: standard output closed; files reported before are done, the rest are as they were\n"
+    )
+    assert not group_alive(process.pid)
+    digests = {digest(p) for p in files}
+    assert digests <= {original, stripped_digest} and original in digests
+    assert temps_under(root) == []
+
+
 # -- UPX hanging ---------------------------------------------------------------------------------------------
 
 FAKE_UPX = """#!/bin/sh
