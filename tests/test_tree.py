@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from binslim import slim
+from binslim import slim, strip
 from binslim.fileops import CAPABILITY_XATTR, TEMP_PREFIX
 from binslim.report import REPORT_SCHEMA
 from binslim.tree import slim_tree
@@ -725,6 +725,10 @@ def test_ctrl_c_right_after_a_fork_leaves_no_child_behind(
 
     root = tree_of_copies(fixtures, tmp_path / "tree", 12)
     before = {p: p.read_bytes() for p in root.rglob("f*")}
+    done = {}  # what each file is once slimmed (the same whoever does it)
+    for name in ["hello-c-pie", "hello-cxx", "libgreet", "greet-obj"]:
+        strip(fixtures[name].path, tmp_path / name)
+        done[Path(fixtures[name].path).read_bytes()] = (tmp_path / name).read_bytes()
     real_claim = runner.claim_child
 
     def interrupted_claim(pid: int) -> None:
@@ -736,7 +740,9 @@ def test_ctrl_c_right_after_a_fork_leaves_no_child_behind(
         slim_tree([root], jobs=3, verify=False)
     assert children_of_this_process() == []
     assert not runner._started
-    assert {p: p.read_bytes() for p in root.rglob("f*")} == before  # stopped before any file
+    # The worker may have begun a file before the stop reached it (it runs at once): done or as it was.
+    for path, content in before.items():
+        assert path.read_bytes() in (content, done[content]), path
     assert not temp_files(root)
 
 
