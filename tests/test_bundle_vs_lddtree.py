@@ -4,25 +4,12 @@ one binslim's size is held against beside lddtree's own."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from tests.helpers import IN_CI, REPO_ROOT, require_tool
-
-
-def load_benchmark() -> ModuleType:
-    path = REPO_ROOT / "benchmarks" / "bundle_vs_lddtree.py"
-    spec = importlib.util.spec_from_file_location("bundle_vs_lddtree", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import IN_CI, load_benchmark, require_tool
 
 
 def test_pthread_exit_case_against_lddtree(tmp_path: Path) -> None:
@@ -32,7 +19,7 @@ def test_pthread_exit_case_against_lddtree(tmp_path: Path) -> None:
         pytest.skip("the benchmark runs programs under chroot, which needs root")
     require_tool("lddtree")
     require_tool("gcc")
-    benchmark = load_benchmark()
+    benchmark = load_benchmark("bundle_vs_lddtree")
     (tmp_path / "src").mkdir()
     (case,) = [c for c in benchmark.cases(tmp_path / "src") if c.name.startswith("threadexit")]
     row = benchmark.measure(case, tmp_path)

@@ -3,29 +3,17 @@ and are as big as the README's table says they are relative to each other."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
 from tests.docker_engine import DockerEngine
+from tests.helpers import load_benchmark
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_story() -> ModuleType:
-    path = REPO_ROOT / "benchmarks" / "docker_story.py"
-    spec = importlib.util.spec_from_file_location("docker_story", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_story_images(docker_engine: DockerEngine) -> None:
-    story = load_story()
+    story = load_benchmark("docker_story")
     images = {image.target: image for image in story.measure(docker_engine)}
     assert list(images) == ["single", "multistage", "stripped", "packed"]
     for image in images.values():
