@@ -221,6 +221,11 @@ def _stop_stale_dockerd(pid_file: Path) -> None:
         ) from None
     if comm != "dockerd":
         raise DockerEngineError(f"{pid_file} names process {pid} ({comm}), not a dockerd: stop it by hand")
+    _terminate(pid)
+
+
+def _terminate(pid: int) -> None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT; returns once the process is gone."""
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
     while Path(f"/proc/{pid}").exists():
@@ -228,6 +233,24 @@ def _stop_stale_dockerd(pid_file: Path) -> None:
             os.kill(pid, signal.SIGKILL)
             break
         time.sleep(0.3)
+
+
+def _clear_stale_containerd(pid_file: Path) -> None:
+    """Remove the containerd pid file a stopped dockerd left in its exec root, stopping that containerd if it
+    is still alive. dockerd trusts the file: when its number has since gone to another process, it takes that
+    process for its containerd (and kills it), then gives up waiting for a containerd that never answers."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        pid_file.unlink(missing_ok=True)
+        return
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        comm = ""
+    if comm == "containerd":  # left running by a dockerd that was killed
+        _terminate(pid)
+    pid_file.unlink(missing_ok=True)
 
 
 def _mounts_below(folder: Path) -> list[str]:
@@ -294,6 +317,7 @@ class DockerEngine:
         cache_dir.mkdir(parents=True, exist_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         lock_fd = os.open(cache_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        engine: DockerEngine | None = None
         try:
             cls._lock(lock_fd)
             socket = run_dir / "docker.sock"
@@ -304,6 +328,7 @@ class DockerEngine:
                 _stop_stale_dockerd(run_dir / "dockerd.pid")
             for stale in (socket, run_dir / "dockerd.pid"):
                 stale.unlink(missing_ok=True)
+            _clear_stale_containerd(run_dir / "exec" / "containerd" / "containerd.pid")
             with open(log_path, "wb") as log:
                 engine.process = subprocess.Popen(
                     [
@@ -334,7 +359,10 @@ class DockerEngine:
                 time.sleep(0.3)
             return engine
         except BaseException:
-            os.close(lock_fd)
+            if engine is not None:
+                engine.stop()  # closes lock_fd (a second close would hide the real error)
+            else:
+                os.close(lock_fd)
             raise
 
     @staticmethod
