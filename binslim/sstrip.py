@@ -8,10 +8,9 @@ sections (gdb, objdump, patchelf, libbacktrace, the static linker) no longer can
 from __future__ import annotations
 
 from .elf import constants as c
-from .elf.copy import copy_range
 from .elf.kind import kind_of
 from .elf.reader import ElfFile
-from .elf.writer import headerless_end, headerless_size, write_headerless
+from .elf.writer import headerless_end, headerless_size, write_headerless, write_unchanged
 from .errors import UnsupportedError, byte_count, file_error
 from .stripplan import HEADERS, OTHER, RemovedSection, StripResult, plan_strip
 
@@ -75,7 +74,7 @@ def strip_section_headers(
         )
     size = headerless_size(elf)
     if size >= elf.size:
-        copy_range(elf.fd, dst_fd, 0, 0, elf.size)
+        write_unchanged(elf, dst_fd)
         messages = ["no section headers or unmapped bytes to drop; left unchanged"]
         return StripResult(
             elf.path,

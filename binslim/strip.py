@@ -8,9 +8,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import fileops
-from .elf.copy import copy_range, write_all
 from .elf.reader import ElfFile
-from .elf.writer import LayoutPlan, plan_layout, plan_size, write_layout
+from .elf.writer import LayoutPlan, plan_layout, plan_size, write_layout, write_unchanged
 from .errors import UnsupportedError, byte_count, file_error
 from .stripplan import (
     DEBUG,
@@ -161,10 +160,7 @@ def _unchanged(
     elf: ElfFile, plan: StripPlan, dst_fd: int, output_name: str, messages: list[str]
 ) -> StripResult:
     """The input copied as it is, and why nothing was gained."""
-    if elf.data is not None:
-        write_all(dst_fd, elf.data, 0)
-    else:
-        copy_range(elf.fd, dst_fd, 0, 0, elf.size)
+    write_unchanged(elf, dst_fd)
     if plan.removed:
         names = ", ".join(sorted({elf.sections[i].name or "?" for i in plan.removed}))
         messages.append(f"removing {names} would save nothing after alignment")

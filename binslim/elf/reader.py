@@ -596,21 +596,12 @@ class ElfFile:
     @functools.cached_property
     def file_spans(self) -> tuple[tuple[int, int], ...]:
         """(offset, end) in the file of every section with file bytes, in section order."""
-        no_bytes = (c.SHT_NOBITS, c.SHT_NULL)
-        return tuple(
-            [
-                (s.sh_offset, s.sh_offset + s.sh_size)
-                for s in self.sections[1:]
-                if s.sh_size and s.sh_type not in no_bytes
-            ]
-        )
+        return tuple([(s.sh_offset, s.sh_offset + s.sh_size) for s in self.sections if s.has_file_bytes])
 
     @functools.cached_property
     def _address_spans(self) -> tuple[tuple[int, int], ...]:
         """(address, end) of every loaded section; an empty one counts as one byte."""
-        return tuple(
-            (s.sh_addr, s.sh_addr + max(1, s.sh_size)) for s in self.sections[1:] if s.sh_flags & c.SHF_ALLOC
-        )
+        return tuple([(s.sh_addr, s.sh_addr + max(1, s.sh_size)) for s in self.sections[1:] if s.is_alloc])
 
     def _used_end(self, p: Segment) -> int:
         """The file offset in PT_LOAD ``p`` past which no section, other program header or section address

@@ -200,16 +200,15 @@ def plan_layout(elf: ElfFile, sections: Sequence[OutputSection]) -> LayoutPlan:
         phoff = align_up(position, elf.layout.word_size)
         position = phoff + elf.header.e_phnum * elf.layout.phdr.size
     shstrndx = elf.header.e_shstrndx
-    spans = [(b.start, b.end, b.delta) for b in blocks]
     body = [s for s in sections if s.original.index not in (0, shstrndx)]
     for out in sorted(body, key=lambda s: (s.original.sh_offset, s.original.index)):
         original = out.original
         at = original.sh_offset
         if not original.has_file_bytes or out.size == 0:
-            delta = _delta_at(spans, at, at)
+            delta = _delta_at(blocks, at, at)
             out.sh_offset = at + delta if delta is not None else position
             continue
-        delta = _delta_at(spans, at, at + original.sh_size) if out.content is None else None
+        delta = _delta_at(blocks, at, at + original.sh_size) if out.content is None else None
         if delta is not None:
             out.sh_offset = at + delta
         else:
@@ -226,11 +225,11 @@ def plan_layout(elf: ElfFile, sections: Sequence[OutputSection]) -> LayoutPlan:
     )
 
 
-def _delta_at(spans: Sequence[tuple[int, int, int]], start: int, end: int) -> int | None:
+def _delta_at(blocks: Sequence[LoadedBlock], start: int, end: int) -> int | None:
     """How far the first loaded block holding ``start``..``end`` moves, or None when none holds it."""
-    for block_start, block_end, delta in spans:
-        if block_start <= start and end <= block_end:
-            return delta
+    for block in blocks:
+        if block.holds(start, end):
+            return block.delta
     return None
 
 
@@ -267,6 +266,13 @@ class _Output:
     def finish(self) -> None:
         if self.buffer is not None:
             write_all(self.fd, self.buffer, 0)
+
+
+def write_unchanged(elf: ElfFile, dst_fd: int) -> None:
+    """The input as it is, byte for byte: from memory when it was read whole, else copied in the kernel."""
+    out = _Output(elf, dst_fd, elf.size)
+    out.copy(0, 0, elf.size)
+    out.finish()
 
 
 def write_layout(
