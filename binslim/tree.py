@@ -29,9 +29,9 @@ from .slim import SlimResult, failed_result, try_slim
 ELF_MAGIC = b"\x7fELF"
 BATCH_BYTES = 16 << 20  # a batch holds at most this much input, or a single larger file
 BATCHES_PER_WORKER = 4  # enough to keep workers busy to the end without paying per-file IPC
-# Without -j, workers start only when the serial work is estimated above POOL_MIN_SECONDS: starting a pool
-# (multiprocessing's imports, the forks, sending results back) costs 30-60 ms, which a small tree never
-# wins back (on 2 CPUs the pool broke even at 120-200 small programs). The estimate: a small ELF file takes
+# Without -j, workers start only when the serial work is estimated above POOL_MIN_SECONDS: the forks and
+# sending results back cost tens of milliseconds, which a small tree never wins back (on 2 CPUs workers
+# broke even at 120-200 small programs). The estimate: a small ELF file takes
 # about PER_FILE_SECONDS in-process, and bytes copy at about COPY_BYTES_PER_SECOND (benchmarks/speed.py
 # measures both ends); verifying runs each program, which takes about VERIFIED_FILE_SECONDS.
 POOL_MIN_SECONDS = 0.12
@@ -320,7 +320,7 @@ def _execute(
 
 
 _NO_BATCH = (1 << 64) - 1
-_LENGTH = struct.Struct("<Q")
+_U64 = struct.Struct("<Q")  # a word of the shared memory, and the length before each message
 
 
 class _ForkedRun:
@@ -350,10 +350,10 @@ class _ForkedRun:
         self.ran_here: set[int] = set()  # batches this process ran itself
 
     def _get(self, word: int) -> int:
-        return int(_LENGTH.unpack_from(self.shared, 8 * word)[0])
+        return int(_U64.unpack_from(self.shared, 8 * word)[0])
 
     def _set(self, word: int, value: int) -> None:
-        _LENGTH.pack_into(self.shared, 8 * word, value)
+        _U64.pack_into(self.shared, 8 * word, value)
 
     def _take(self) -> int | None:
         """The next batch nobody has taken, or None when all are (or a stop was asked)."""
@@ -463,7 +463,7 @@ class _ForkedRun:
                     return 0
                 message = pickle.dumps((index, number, _run_job(job, self.options)))
                 try:
-                    write_all_to_pipe(pipe, _LENGTH.pack(len(message)) + message)
+                    _write_all_to_pipe(pipe, _U64.pack(len(message)) + message)
                 except BrokenPipeError:
                     return 0
             self._set(2 + child, _NO_BATCH)
@@ -484,12 +484,12 @@ class _ForkedRun:
             chunk = os.read(key.fd, 1 << 20)
             buffer = buffers[pid]
             buffer += chunk
-            while len(buffer) >= _LENGTH.size:
-                (length,) = _LENGTH.unpack_from(buffer)
-                if len(buffer) < _LENGTH.size + length:
+            while len(buffer) >= _U64.size:
+                (length,) = _U64.unpack_from(buffer)
+                if len(buffer) < _U64.size + length:
                     break
-                index, number, results = pickle.loads(buffer[_LENGTH.size : _LENGTH.size + length])
-                del buffer[: _LENGTH.size + length]
+                index, number, results = pickle.loads(buffer[_U64.size : _U64.size + length])
+                del buffer[: _U64.size + length]
                 self.reported.setdefault(index, set()).add(number)
                 receive(results)
             if not chunk:
@@ -548,7 +548,7 @@ class _ForkedRun:
             del self.children[pid]
 
 
-def write_all_to_pipe(fd: int, data: bytes) -> None:
+def _write_all_to_pipe(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
