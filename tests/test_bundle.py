@@ -387,16 +387,21 @@ def test_verify_cmd_gets_a_launcher_into_the_root(c_programs: dict[str, str], tm
     assert not os.path.lexists(tmp_path / "broken")
 
 
+def usegreet_plain(folder: Path, lib_dir: str | os.PathLike[str]) -> Path:
+    """usegreet linked against ``lib_dir``/libgreet.so without a RUNPATH: only a search path finds it."""
+    program = folder / "usegreet-plain"
+    subprocess.run(
+        [require_tool("gcc"), "-O1", f"-I{C_SOURCES}", "-o", str(program), str(C_SOURCES / "usegreet.c"),
+         f"-L{lib_dir}", "-lgreet"],
+        check=True, timeout=120,
+    )  # fmt: skip
+    return program
+
+
 def test_keep_section_headers_and_library_path(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
     """usegreet-plain finds libgreet.so only through --library-path; the root keeps it at that path and the
     program, run with the same search path, loads it there."""
-    gcc = require_tool("gcc")
-    program = tmp_path / "usegreet-plain"
-    subprocess.run(
-        [gcc, "-O1", f"-I{C_SOURCES}", "-o", str(program), str(C_SOURCES / "usegreet.c"),
-         f"-L{os.path.dirname(fixtures['libgreet'].path)}", "-lgreet"],
-        check=True, timeout=120,
-    )  # fmt: skip
+    program = usegreet_plain(tmp_path, os.path.dirname(fixtures["libgreet"].path))
     lib_dir = os.path.dirname(os.path.realpath(fixtures["libgreet"].path))
     with pytest.raises(BinslimError, match=r"libgreet\.so \(needed by usegreet-plain\) not found"):
         bundle([str(program)], tmp_path / "no", verify=False)
@@ -509,19 +514,13 @@ def test_a_library_found_only_through_the_cache_gets_a_cache_in_the_root(
     """libgreet.so sits in a folder the loader searches only through ld.so.cache (as /usr/local/lib or a
     CUDA folder): the root then gets its own ld.so.cache, written by ldconfig, and the program runs."""
     ldconfig = require_tool("ldconfig")
-    gcc = require_tool("gcc")
     lib_dir = tmp_path / "opt-lib"
     lib_dir.mkdir()
     shutil.copy(fixtures["libgreet"].path, lib_dir / "libgreet.so")
     conf, cache = tmp_path / "ld.so.conf", tmp_path / "ld.so.cache"
     conf.write_text(f"{lib_dir}\n")
     subprocess.run([ldconfig, "-X", "-C", str(cache), "-f", str(conf)], check=True, timeout=120)
-    program = tmp_path / "usegreet-plain"
-    subprocess.run(
-        [gcc, "-O1", f"-I{C_SOURCES}", "-o", str(program), str(C_SOURCES / "usegreet.c"),
-         f"-L{lib_dir}", "-lgreet"],
-        check=True, timeout=120,
-    )  # fmt: skip
+    program = usegreet_plain(tmp_path, lib_dir)
     result = bundle([str(program)], tmp_path / "root", verify_args=(), ld_cache=str(cache))
     # The host's own cache does not list the folder, so the original cannot run here to compare with.
     (check,) = result.checks
