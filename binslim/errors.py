@@ -8,6 +8,8 @@ from collections.abc import Sequence
 def printable(text: str) -> str:
     """``text`` with what a terminal would act on (ESC, newlines) escaped: section names and paths come from
     the input."""
+    if text.isprintable():  # the usual case, checked in C: no per-character loop
+        return text
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
