@@ -216,6 +216,22 @@ for pid in children:
 """
 
 
+def mount_of(path: Path) -> str:
+    """The file system that holds ``path``, as /proc/self/mounts names it: "SOURCE TYPE OPTIONS"."""
+    best, found = "", "unknown"
+    real = os.path.realpath(path)
+    with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) < 4:
+                continue
+            point = fields[1].replace("\\040", " ")
+            inside = real == point or real.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, found = point, f"{fields[0]} {fields[2]} {fields[3]}"
+    return found
+
+
 def bench_many(work: Path, rounds: int, tools: Tools) -> dict[str, Any]:
     from binslim.tree import default_jobs
 
@@ -246,12 +262,21 @@ def bench_many(work: Path, rounds: int, tools: Tools) -> dict[str, Any]:
     gnu = samples["strip --strip-all FILE..."]
     return {
         "files": len(files),
+        "file_system": mount_of(work),
         "processes": processes,
         "median_ms": {label: 1000 * (median(values) or 0) for label, values in samples.items()},
         "ratio": paired_ratio(samples["binslim -r DIR --no-verify"], gnu),
         "floor_ratio": paired_ratio(samples[floor_one], gnu),
         "floor_all_ratio": paired_ratio(samples[floor_all], gnu) if processes > 1 else None,
     }
+
+
+def bench_many_in(folder: Path, rounds: int, tools: Tools) -> dict[str, Any]:
+    """bench_many with its copies in a temporary folder inside ``folder``, removed afterwards."""
+    if not folder.is_dir():
+        raise BenchError(f"{folder}: not a folder")
+    with tempfile.TemporaryDirectory(prefix="speed-many-", dir=folder) as work:
+        return bench_many(Path(work), rounds, tools)
 
 
 def verdict(ok: bool | None) -> str:
@@ -308,6 +333,7 @@ def report(results: dict[str, Any]) -> list[tuple[str, str]]:
 
     many = results["many"]
     heading(f"3. many files: {many['files']} small programs")
+    say(f"(copies on: {many['file_system']})")
     say(render_table(["command", "median ms"], [[k, f"{v:.1f}"] for k, v in many["median_ms"].items()]))
     say(f"binslim -r / one strip call, median of per-round ratios: {fmt_ratio(many['ratio'])}")
     say(
@@ -342,6 +368,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--big", type=Path, help="the big file (default: /usr/bin/node, else the largest fixture)"
     )
+    parser.add_argument(
+        "--many-dir",
+        type=Path,
+        help="where the many-file copies go, to measure another file system (default: build/bench)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     return parser.parse_args(argv)
 
@@ -372,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results = {
                 "startup": bench_startup(work, options.rounds, small),
                 "big": bench_big(work, max(5, options.rounds // 2), big, small, tools),
-                "many": bench_many(work, max(3, options.rounds // 3), tools),
+                "many": bench_many_in(options.many_dir or work, max(3, options.rounds // 3), tools),
             }
         except BenchError as exc:
             say(f"error: {exc}")

@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from . import children
 from .errors import ToolFailedError, UnsupportedError
 
 DEFAULT_OUTPUT_LIMIT = 1 << 20  # bytes kept per stream; the rest is read and dropped
@@ -266,12 +267,12 @@ def _take_over_program(
     program_pid: int | None = None
     if report.strip().isdigit():
         program_pid = int(report)
-        _register(program_pid)  # our child as soon as dash is reaped: not an orphan to end
+        children.register(program_pid)  # our child as soon as dash is reaped: not an orphan to end
         pending.append(program_pid)
     # dash exits right after reporting; once it is reaped, the waiting fork is our child.
     _, shell_status, _ = os.wait4(shell_pid, 0)
     pending.remove(shell_pid)
-    _unregister(shell_pid)
+    children.unregister(shell_pid)
     proc.returncode = os.waitstatus_to_exitcode(shell_status)
     if program_pid is None:  # dash could not even fork
         watch.release()
@@ -295,7 +296,7 @@ def _reap_measured(shell_pid: int, program_pid: int | None, pending: list[int]) 
     if shell_pid in pending:
         os.wait4(shell_pid, 0)
         pending.remove(shell_pid)
-        _unregister(shell_pid)
+        children.unregister(shell_pid)
     if program_pid is not None:
         status, rusage = _reap(program_pid)
         pending.remove(program_pid)
@@ -442,7 +443,7 @@ def _spawn(
     # Under the lock, so that no run's clean-up takes this child for an orphan before it is registered;
     # with Ctrl-C and SIGTERM held, so that no child is started without its caller knowing it.
     held = _HeldInterrupts()
-    with held, _children_lock:
+    with held, children.lock:
         try:
             proc = subprocess.Popen(
                 launch,
@@ -456,7 +457,7 @@ def _spawn(
             )
         except OSError as exc:
             raise ToolFailedError(f"cannot run {argv[0]}: {exc.strerror or exc}", argv=argv) from exc
-        _started.add(proc.pid)
+        children.started.add(proc.pid)
     if held.pending:
         _abandon(proc, [proc.pid], adopt_orphans=False)
         _close(None, proc)
@@ -652,35 +653,11 @@ def _kill(pid: int) -> None:
 
 def _reap(pid: int) -> tuple[int, resource.struct_rusage]:
     _, status, rusage = os.wait4(pid, 0)
-    _unregister(pid)
+    children.unregister(pid)
     return status, rusage
 
 
 # --- ending what a run left behind ------------------------------------------------------------------------
-
-_children_lock = threading.Lock()
-_started: set[int] = set()  # children the runner started and has not reaped yet, in every thread
-
-
-def _register(pid: int) -> None:
-    with _children_lock:
-        _started.add(pid)
-
-
-def _unregister(pid: int) -> None:
-    with _children_lock:
-        _started.discard(pid)
-
-
-def claim_child(pid: int) -> None:
-    """``pid`` is a child this process forked itself (a ``-r`` worker): no run's clean-up may take it for an
-    orphan, kill it or reap it. ``release_child`` once it is reaped."""
-    _register(pid)
-
-
-def release_child(pid: int) -> None:
-    _unregister(pid)
-
 
 _STATE, _PPID, _PGRP, _SESSION = range(4)  # fields of a _process_table entry
 
@@ -710,9 +687,9 @@ def _leftovers(session: int, main: int | None, adopt_orphans: bool) -> tuple[set
     its session or group, every descendant of those, and (``adopt_orphans``) the children of ours that no
     run started, which are orphans handed to us as child subreaper. ``main`` is never in the zombies."""
     me = os.getpid()
-    with _children_lock:  # a child being started now is registered before a later scan sees it
+    with children.lock:  # a child being started now is registered before a later scan sees it
         table = _process_table()
-        known = set(_started)
+        known = set(children.started)
     roots = {pid for pid, proc in table.items() if session in (proc[_SESSION], proc[_PGRP])}
     if main is not None and main in table:
         roots.add(main)
@@ -722,16 +699,16 @@ def _leftovers(session: int, main: int | None, adopt_orphans: bool) -> tuple[set
         roots |= {
             pid for pid, (_, ppid, pgrp, sid) in table.items() if ppid == me and not {pid, pgrp, sid} & known
         }
-    children: dict[int, list[int]] = {}
+    offspring: dict[int, list[int]] = {}
     for pid, (_, ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
+        offspring.setdefault(ppid, []).append(pid)
     members: set[int] = set()
     stack = list(roots)
     while stack:
         pid = stack.pop()
         if pid not in members and pid != me:
             members.add(pid)
-            stack.extend(children.get(pid, ()))
+            stack.extend(offspring.get(pid, ()))
     live = {pid for pid in members if table[pid][_STATE] != b"Z"}
     zombies = {pid for pid in members - live if table[pid][_PPID] == me and pid != main}
     return live, zombies
@@ -772,7 +749,7 @@ def _abandon(
         for pid in pids:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-            _unregister(pid)
+            children.unregister(pid)
         if proc.returncode is None:
             proc.returncode = -signal.SIGKILL
     held.deliver()

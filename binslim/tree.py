@@ -18,10 +18,10 @@ import os
 import stat
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from . import fileops
+from ._record import Record
 from .errors import BinslimError, UnsupportedError
 from .options import SlimOptions
 from .slim import SlimResult, failed_result, try_slim
@@ -48,8 +48,7 @@ _NOT_ELF_MESSAGES = {
 _HARD_LINK_REASON = "hard link, processed under another name"
 
 
-@dataclass(frozen=True)
-class TreeSummary:
+class TreeSummary(Record):
     """What happened to a tree. Byte totals count each ELF file once, however many names it has."""
 
     files: int  # every non-directory entry found
@@ -87,14 +86,12 @@ class TreeSummary:
         }
 
 
-@dataclass(frozen=True)
-class TreeResult:
+class TreeResult(Record):
     results: tuple[SlimResult, ...]  # one per file found, ELF or not, sorted by path
     summary: TreeSummary
 
 
-@dataclass(frozen=True)
-class _Entry:
+class _Entry(Record):
     """One thing the walk found."""
 
     path: str
@@ -105,8 +102,7 @@ class _Entry:
     problem: str = ""
 
 
-@dataclass(frozen=True)
-class _Job:
+class _Job(Record):
     path: str
     size: int
     links: tuple[str, ...] = ()  # other names of the same file that the walk found
@@ -418,7 +414,7 @@ class _ForkedRun:
     def _fork(self, child: int) -> None:
         import signal
 
-        from . import runner
+        from . import children
 
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         # Ctrl-C and SIGTERM wait until the child is on record: raised between the fork and the bookkeeping,
@@ -447,7 +443,7 @@ class _ForkedRun:
                 finally:
                     os._exit(status)
             # Else a verification run's clean-up (no PID namespace) takes it for an orphan: kills, reaps it.
-            runner.claim_child(pid)
+            children.register(pid)
             self.children[pid] = (child, read_end)
             os.close(write_end)
         finally:
@@ -531,10 +527,10 @@ class _ForkedRun:
 
     @staticmethod
     def _wait(pid: int) -> int:
-        from . import runner
+        from . import children
 
         _, status = os.waitpid(pid, 0)
-        runner.release_child(pid)
+        children.unregister(pid)
         return status
 
     def _reap_all(self) -> None:

@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "binslim.errors",
         "binslim.envvars",
         "binslim.interrupts",
+        "binslim.children",
         "binslim.elf.constants",
     ),
     ("binslim.elf.copy", "binslim.elf.reader"),

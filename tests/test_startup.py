@@ -75,6 +75,32 @@ def test_a_plain_strip_loads_no_other_stage(fixtures: dict[str, Fixture], tmp_pa
         assert name not in loaded, f"binslim IN -o OUT --no-verify loads {name}"
 
 
+def test_a_tree_with_forked_workers_loads_no_verification_stage(
+    fixtures: dict[str, Fixture], tmp_path: Path
+) -> None:
+    """``-r --no-verify`` with workers (forced by -j 2) loads neither the verifier nor the runner, and none of
+    the heavy standard modules: each worker is forked from this process and inherits what it loaded."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    source = Path(fixtures["hello-c-pie"].path)
+    for index in range(4):
+        (root / f"prog{index}").write_bytes(source.read_bytes())
+    run = (
+        "import sys\nfrom binslim import tree\nfrom binslim.cli import main\n"
+        "forked = []\nreal_fork = tree._ForkedRun._fork\n"
+        "def counted_fork(self, child):\n    forked.append(child)\n    real_fork(self, child)\n"
+        "tree._ForkedRun._fork = counted_fork\n"
+        f"try:\n    main(['-r', {str(root)!r}, '--no-verify', '-j', '2'])\n"
+        "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+        "assert forked == [1], forked"
+    )
+    loaded = loaded_after(run)
+    assert all((root / f"prog{index}").stat().st_size < source.stat().st_size for index in range(4))
+    assert "binslim.tree" in loaded and "binslim.children" in loaded
+    for name in ("binslim.verifier", "binslim.runner", "binslim.upx", *THIRD_PARTY, *HEAVY_STDLIB):
+        assert name not in loaded, f"binslim -r --no-verify -j 2 loads {name}"
+
+
 def test_version_is_printed_without_loading_the_library() -> None:
     loaded = loaded_after(
         "from binslim.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit as exc:\n"

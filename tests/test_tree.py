@@ -597,7 +597,7 @@ def test_verifying_workers_survive_the_runs_without_a_pid_namespace(
 ) -> None:
     """Without a PID namespace a verification run ends every unknown child of this process as an orphan:
     it used to kill and reap the forked -r workers (ChildProcessError traceback). They are claimed now."""
-    from binslim import runner
+    from binslim import children, runner
 
     monkeypatch.setattr(runner, "_namespace_prefix", lambda: ())
     root = tmp_path / "tree"
@@ -608,7 +608,7 @@ def test_verifying_workers_survive_the_runs_without_a_pid_namespace(
     assert [r.status for r in result.results] == ["ok"] * 9, [r.message for r in result.results]
     assert all(r.verify is not None and r.verify.ran for r in result.results)
     assert children_of_this_process() == []
-    assert not runner._started, "a claimed worker was never released"
+    assert not children.started, "a registered worker was never unregistered"
 
 
 def hostile_tree(fixtures: dict[str, Fixture], work: Path) -> Path:
@@ -721,7 +721,7 @@ def test_ctrl_c_right_after_a_fork_leaves_no_child_behind(
 ) -> None:
     """Ctrl-C arriving just after a worker is forked, before it is on record: it is held until the worker is,
     so the stop reaches it and it is waited for (else it was left as a zombie nobody reaps)."""
-    from binslim import runner
+    from binslim import children
 
     root = tree_of_copies(fixtures, tmp_path / "tree", 12)
     before = {p: p.read_bytes() for p in root.rglob("f*")}
@@ -729,17 +729,17 @@ def test_ctrl_c_right_after_a_fork_leaves_no_child_behind(
     for name in ["hello-c-pie", "hello-cxx", "libgreet", "greet-obj"]:
         strip(fixtures[name].path, tmp_path / name)
         done[Path(fixtures[name].path).read_bytes()] = (tmp_path / name).read_bytes()
-    real_claim = runner.claim_child
+    real_register = children.register
 
-    def interrupted_claim(pid: int) -> None:
+    def interrupted_register(pid: int) -> None:
         os.kill(os.getpid(), signal.SIGINT)
-        real_claim(pid)
+        real_register(pid)
 
-    monkeypatch.setattr(runner, "claim_child", interrupted_claim)
+    monkeypatch.setattr(children, "register", interrupted_register)
     with pytest.raises(KeyboardInterrupt):
         slim_tree([root], jobs=3, verify=False)
     assert children_of_this_process() == []
-    assert not runner._started
+    assert not children.started
     # The worker may have begun a file before the stop reached it (it runs at once): done or as it was.
     for path, content in before.items():
         assert path.read_bytes() in (content, done[content]), path
