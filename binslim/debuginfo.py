@@ -296,8 +296,14 @@ def prepare_debug_file(
             " combined with --strip-section-headers",
             UnsupportedError,
         )
+    # The companion replaces the name ``target`` in its real folder: through a link to the binary's folder
+    # (``alias/prog``) that name is the input or the output itself.
+    folder, name = os.path.split(os.path.abspath(target))
+    landing = os.path.join(os.path.realpath(folder), name)
     for other in (source, output):
-        if other is not None and os.path.abspath(other) == os.path.abspath(target):
+        if other is not None and (
+            os.path.abspath(other) == os.path.abspath(target) or os.path.realpath(other) == landing
+        ):
             raise file_error(source, f"the debug file {target} would overwrite the binary", UnsupportedError)
     with ElfFile(source) as elf:
         check_splittable(elf)

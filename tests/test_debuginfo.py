@@ -293,6 +293,27 @@ def test_refusals_write_nothing(
     assert sorted(os.listdir(tmp_path)) == []
 
 
+@pytest.mark.parametrize(
+    ("output", "debug_name"),
+    [("out", "input"), (None, "input"), ("out", "out")],
+    ids=["input-with-o", "input-in-place", "output"],
+)
+def test_a_debug_file_reaching_the_binary_through_a_folder_link_is_refused(
+    fixtures: dict[str, Fixture], output: str | None, debug_name: str, tmp_path: Path
+) -> None:
+    """``--keep-debug alias/NAME``, ``alias`` a link to the binary's folder, names the input or the output
+    itself: installed first, the companion would replace the input (lost, with -o) or the output."""
+    real = tmp_path / "real"
+    copy = Path(stage_fixture(fixtures, "hello-c-pie", real))
+    (tmp_path / "alias").symlink_to("real")
+    before = copy.read_bytes()
+    debug_file = tmp_path / "alias" / (copy.name if debug_name == "input" else debug_name)
+    with pytest.raises(UnsupportedError, match="would overwrite the binary"):
+        strip(copy, real / output if output else None, keep_debug=debug_file)
+    assert copy.read_bytes() == before
+    assert sorted(os.listdir(real)) == [copy.name]
+
+
 def test_already_stripped_input_keeps_its_companion(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
     """A second run on the split binary must not replace the good companion with an empty one."""
     binary, companion = split(fixtures, "hello-c-pie", tmp_path)
