@@ -239,9 +239,10 @@ def _pack_phdr(elf: ElfFile, p: Segment) -> bytes:
     )
 
 
-def write_debug_file_to(elf: ElfFile, path: str) -> DebugFile:
-    """Write the companion of ``elf`` to ``path`` (a new or temporary file) and checksum it."""
-    with fileops.open_new(path) as fd:
+def write_debug_file_to(elf: ElfFile, path: str, *, name: str | None = None) -> DebugFile:
+    """Write the companion of ``elf`` to ``path`` (a new or temporary file) and checksum it; I/O errors name
+    ``name`` (the target a temporary file stands for) or else ``path``."""
+    with fileops.open_new(path, name=name) as fd:
         size = write_debug_file(elf, fd)
         crc = file_crc32(fd)
     return DebugFile(path, size, crc, _debug_bytes(elf))
@@ -258,7 +259,7 @@ def keep_debug(
     with ElfFile(source) as elf:
         check_splittable(elf)
         with fileops.atomic_target(target, like=source, preserve_dates=preserve_dates) as tmp:
-            written = write_debug_file_to(elf, tmp)
+            written = write_debug_file_to(elf, tmp, name=target)
     return DebugFile(target, written.size, written.crc32, written.debug_bytes)
 
 
@@ -309,7 +310,7 @@ def prepare_debug_file(
         check_splittable(elf)
         tmp = temp_path if temp_path is not None else fileops.temp_path_beside(target)
         try:
-            written = write_debug_file_to(elf, tmp)
+            written = write_debug_file_to(elf, tmp, name=target)
         except BaseException:
             fileops.discard(tmp)
             raise

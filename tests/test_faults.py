@@ -186,6 +186,24 @@ def test_full_disk_tree(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
         assert temps_under(full) == []
 
 
+def test_full_disk_debug_file(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """The companion's folder is full: the message names the debug file (not the temporary file standing
+    for it), and neither file is written."""
+    source = stage(fixtures, "hello-c-pie", tmp_path / "in")
+    before = digest(source)
+    with tmpfs(tmp_path / "full") as full:
+        fill(full)
+        debug_file = full / "hello.debug"
+        done = binslim(
+            str(source), "-o", str(tmp_path / "out"), "--keep-debug", str(debug_file), "--no-verify"
+        )
+        assert done.returncode == 1, done.stderr
+        assert done.stderr == f"error: {debug_file}: cannot write: no space left on device\n"
+        assert not debug_file.exists() and temps_under(full) == []
+    assert not (tmp_path / "out").exists()
+    assert digest(source) == before
+
+
 @pytest.mark.parametrize("budget", [0, 4096, 300_000])
 def test_full_disk_mid_write(
     fixtures: dict[str, Fixture], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int
