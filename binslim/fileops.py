@@ -277,8 +277,8 @@ def output_kind(path: str) -> str | None:
     """``None`` for a missing path, a regular file or a symlink (replaced as a file), else what it is."""
     try:
         mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return None
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # nothing there (writing it then fails with the reason, naming the output)
     if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
         return None
     return _kind_name(mode)

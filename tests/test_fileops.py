@@ -86,6 +86,17 @@ def test_output_that_must_not_be_replaced_is_refused(
     assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
 
 
+def test_output_below_a_file_names_the_output(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """``-o prog/x``: the message is about the output, not the input, and says what is wrong."""
+    program = _program(fixtures, tmp_path)
+    before = program.read_bytes()
+    target = program / "x"
+    done = run_binslim(str(program), "-o", str(target), "--no-verify", timeout=TIMEOUT)
+    assert done.returncode == 1
+    assert done.stderr == f"error: {target}: cannot write: a path component is not a directory\n"
+    assert program.read_bytes() == before and os.listdir(tmp_path) == ["prog"]
+
+
 def test_output_to_a_fifo_is_written_through(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
     program = _program(fixtures, tmp_path / "in")
     fifo = tmp_path / "fifo"
