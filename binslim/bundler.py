@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import fileops
 from .elf.dynamic import read_dynamic
 from .elf.kind import read_kind
 from .elf.ldcache import CACHE_PATH
@@ -290,9 +291,14 @@ def bundle_with(programs: Sequence[str], output: str, options: BundleOptions) ->
     _add_runtime_needs(plan, deps, interpreter, config, options, notes)
 
     parent = os.path.dirname(output)
-    stage = tempfile.mkdtemp(prefix=".binslim-bundle-", dir=parent)
+    fileops.sweep_stale(parent)  # what a killed run left (its stage is locked while in use)
+    stage_dir = fileops.scratch_dir(fileops.TEMP_PREFIX + "bundle-", parent)
     try:
-        root = os.path.join(stage, "root")
+        stage = stage_dir.__enter__()
+    except OSError as exc:
+        raise fileops.io_error(output, "write", exc) from exc
+    root = os.path.join(stage, "root")
+    try:
         os.mkdir(root, 0o755)
         files = _materialize(plan, root, options)
         files = sorted(files + _root_cache(deps, config, root, options), key=lambda f: f.path)
@@ -321,8 +327,13 @@ def bundle_with(programs: Sequence[str], output: str, options: BundleOptions) ->
                 os.rmdir(output)  # empty, as _check_target made sure
             os.rename(root, output)
             output_bytes = total
+    except OSError as exc:
+        raise fileops.io_error(output, "write", exc) from exc
+    except BinslimError as exc:
+        _name_the_output(exc, root, output)
+        raise
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        stage_dir.__exit__(None, None, None)
     return BundleResult(
         output=output,
         format="tar" if as_tar else "folder",
@@ -333,6 +344,12 @@ def bundle_with(programs: Sequence[str], output: str, options: BundleOptions) ->
         total_bytes=total,
         output_bytes=output_bytes,
     )
+
+
+def _name_the_output(error: BinslimError, root: str, output: str) -> None:
+    """Errors about a file being written in the stage name it where it was to go: the stage is removed."""
+    if error.args and isinstance(error.args[0], str) and root in error.args[0]:
+        error.args = (error.args[0].replace(root, output), *error.args[1:])
 
 
 # --- what goes in ------------------------------------------------------------------------------------------
@@ -438,6 +455,9 @@ def _check_target(output: str, as_tar: bool) -> None:
         if os.path.isdir(output):
             raise file_error(output, "is a folder; a .tar output must be a file")
         return
+    if os.path.islink(output):
+        # Even to an empty folder: the finished root is moved onto the name itself, not where it points.
+        raise file_error(output, "is a symbolic link; -o must be a folder that does not exist or is empty")
     if os.path.lexists(output) and not (os.path.isdir(output) and not os.listdir(output)):
         raise file_error(output, "exists and is not an empty folder: remove it or choose another -o")
 

@@ -18,7 +18,8 @@ TEMP_PREFIX = ".binslim-"
 LOCK_NAME = ".lock"
 
 
-def _io_error(path: str, action: str, exc: OSError) -> BinslimError:
+def io_error(path: str, action: str, exc: OSError) -> BinslimError:
+    """``PATH: cannot ACTION: reason``, the reason in words for the errors a write meets."""
     reason = {
         errno.ENOSPC: "no space left on device",
         errno.EROFS: "read-only file system",
@@ -93,7 +94,7 @@ def temp_path_beside(target: str, *, named: bool = False) -> str:
             fd = os.open(folder, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
-                raise _io_error(target, "write", exc) from exc
+                raise io_error(target, "write", exc) from exc
         else:
             path = f"/proc/{os.getpid()}/fd/{fd}"
             _held[path] = fd
@@ -107,7 +108,7 @@ def temp_path_beside(target: str, *, named: bool = False) -> str:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise _io_error(target, "write", exc) from exc
+            raise io_error(target, "write", exc) from exc
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     _held[path] = fd
     return path
@@ -266,7 +267,7 @@ def install(
         copy_metadata(source_stat, like, tmp, preserve_dates=preserve_dates)
         commit(tmp, target)
     except OSError as exc:
-        raise _io_error(target, "write", exc) from exc
+        raise io_error(target, "write", exc) from exc
 
 
 # What an existing -o target may be besides a regular file (or a link to one).
@@ -399,13 +400,13 @@ def replace_with_link(source: str, target: str) -> None:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise _io_error(target, "link", exc) from exc
+            raise io_error(target, "link", exc) from exc
     try:
         os.replace(link, target)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(link)
-        raise _io_error(target, "write", exc) from exc
+        raise io_error(target, "write", exc) from exc
 
 
 @contextlib.contextmanager
@@ -425,12 +426,12 @@ def open_new(path: str, *, name: str | None = None) -> Iterator[int]:
         else:
             fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise _io_error(name or path, "write", exc) from exc
+        raise io_error(name or path, "write", exc) from exc
     try:
         if os.fstat(fd).st_size:
             os.ftruncate(fd, 0)
         yield fd
     except OSError as exc:
-        raise _io_error(name or path, "write", exc) from exc
+        raise io_error(name or path, "write", exc) from exc
     finally:
         os.close(fd)

@@ -8,8 +8,10 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +23,8 @@ from binslim.errors import BinslimError, VerificationError
 from binslim.resolve import resolve
 from testdata.build import Fixture
 from tests.docker_engine import DockerEngine
-from tests.helpers import IN_CI, REPO_ROOT, require_tool, run_binslim
+from tests.helpers import IN_CI, REPO_ROOT, clean_env, require_tool, run_binslim
+from tests.test_faults import tmpfs
 
 C_SOURCES = REPO_ROOT / "testdata" / "c"
 
@@ -550,3 +553,61 @@ def test_a_static_program_needs_nothing_else(fixtures: dict[str, Fixture], tmp_p
     assert (
         fixture.expected_stdout in chroot_run(tmp_path / "root", program, *fixture.run_args).stdout.decode()
     )
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+@pytest.mark.parametrize("name", ["root", "root.tar"])
+def test_output_on_a_full_or_read_only_file_system(tmp_path: Path, fault: str, name: str) -> None:
+    """One line naming the output (not the stage, which is gone), exit 1, nothing left. jq's root is about
+    4 MB: 1 MiB cannot hold it; 6 MiB holds the stage but not the tar built from it as well."""
+    jq = require_tool("jq")
+    options = ["ro"] if fault == "read-only" else ["size=6m" if name.endswith(".tar") else "size=1m"]
+    with tmpfs(tmp_path / "fs", *options) as mounted:
+        out = mounted / name
+        done = run_binslim("bundle", jq, "-o", str(out), "--no-verify")
+        listing = os.listdir(mounted)
+    reason = "no space left on device" if fault == "full" else "read-only file system"
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(f"error: {out}") and done.stderr.endswith(f": cannot write: {reason}\n")
+    assert len(done.stderr.splitlines()) == 1 and ".binslim-bundle-" not in done.stderr
+    assert listing == []
+
+
+def test_output_that_is_a_link_to_an_empty_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to("empty")
+    done = run_binslim("bundle", require_tool("jq"), "-o", str(tmp_path / "link"), "--no-verify")
+    assert done.returncode == 1
+    problem = "is a symbolic link; -o must be a folder that does not exist or is empty"
+    assert done.stderr == f"error: {tmp_path / 'link'}: {problem}\n"
+    assert os.readlink(tmp_path / "link") == "empty" and os.listdir(tmp_path / "empty") == []
+    assert not leftovers(tmp_path)
+
+
+def test_a_stage_left_by_sigkill_is_swept_by_the_next_run(tmp_path: Path) -> None:
+    """SIGKILL cannot be cleaned up after: the stage stays, locked by nobody, and the next bundle into that
+    folder removes it once it is over a minute old. The target itself never appears half-built."""
+    jq = require_tool("jq")
+    out = tmp_path / "root"
+    started = subprocess.Popen(
+        [sys.executable, "-m", "binslim", "bundle", jq, "-o", str(out), "--verify-runs", "20"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=clean_env(),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        # Killed once the stage holds the programs' copies (then verification runs for a while).
+        while not any((tmp_path / s / "root" / "usr" / "bin").exists() for s in leftovers(tmp_path)):
+            assert started.poll() is None and time.monotonic() < deadline, "no stage appeared"
+            time.sleep(0.01)
+    finally:
+        started.kill()
+        started.wait(timeout=60)
+    stale = leftovers(tmp_path)
+    assert len(stale) == 1 and not os.path.lexists(out)
+    an_hour_ago = time.time() - 3600
+    os.utime(tmp_path / stale[0], (an_hour_ago, an_hour_ago))
+    done = run_binslim("bundle", jq, "-o", str(out), "--no-verify")
+    assert done.returncode == 0, done.stderr
+    assert leftovers(tmp_path) == [] and (out / "usr" / "bin" / "jq").exists()
