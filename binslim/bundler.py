@@ -30,6 +30,7 @@ from .errors import (
     UnsupportedError,
     VerificationError,
     file_error,
+    printable,
 )
 from .options import SlimOptions
 from .resolve import ProgramDeps, SearchConfig, resolve, search_config
@@ -1000,7 +1001,9 @@ def render_text(result: BundleResult) -> str:
             f"verify {os.path.basename(check.program)} ({check.method}): {state}: {check.reason}{timing}"
         )
     lines.extend(f"note: {note}" for note in result.notes)
-    return "\n".join(lines)
+    # Paths and program names come from the file system: one entry stays one line, and no escape reaches
+    # the terminal.
+    return "\n".join(map(printable, lines))
 
 
 def to_json_bytes(result: BundleResult) -> bytes:

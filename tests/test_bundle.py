@@ -611,3 +611,21 @@ def test_a_stage_left_by_sigkill_is_swept_by_the_next_run(tmp_path: Path) -> Non
     done = run_binslim("bundle", jq, "-o", str(out), "--no-verify")
     assert done.returncode == 0, done.stderr
     assert leftovers(tmp_path) == [] and (out / "usr" / "bin" / "jq").exists()
+
+
+def test_names_with_newlines_and_escapes_are_one_line_each(
+    fixtures: dict[str, Fixture], tmp_path: Path
+) -> None:
+    """A name from the file system is escaped in the text report (as for slimming): one entry, one line, and
+    nothing a terminal would act on."""
+    name = "new\nline\x1b[31mred"
+    program = tmp_path / name
+    shutil.copy2(fixtures["hello-c-static"].path, program)
+    done = run_binslim("bundle", str(program), "-o", str(tmp_path / f"root{name}"), "--no-verify")
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout
+    lines = done.stdout.splitlines()
+    escaped = "new\\nline\\x1b[31mred"
+    assert lines[0] == f"{tmp_path}/root{escaped}: root for {escaped} (folder)"
+    assert len(lines) == 3  # the root, the program's one entry, the total
+    assert lines[1].startswith(f"  {tmp_path}/{escaped}  ") and lines[1].endswith(f"(program {escaped})")
