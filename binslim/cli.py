@@ -368,22 +368,32 @@ def main(args: Sequence[str] | None = None, prog_name: str | None = None) -> NoR
     named inspect: ./inspect)."""
     del prog_name  # always "binslim"; accepted for the console script and python -m
     argv = list(sys.argv[1:] if args is None else args)
-    if argv[:1] == ["inspect"]:
-        sys.exit(_inspect(argv[1:]))
-    if argv[:1] == ["bundle"]:
-        with sigterm_as_interrupt():
-            sys.exit(_bundle(argv[1:]))
-    with sigterm_as_interrupt():
-        try:
-            values = SLIM.parse(argv)
-            code = _slim_command(values)
-        except UsageError as exc:
-            SLIM.usage_error(str(exc))
-        except BrokenPipeError:
-            _stdout_gone()
-            _echo("error: standard output closed; the report could not be written", err=True)
-            code = EXIT_ERROR
+    try:
+        if argv[:1] == ["inspect"]:
+            code = _inspect(argv[1:])
+        else:
+            with sigterm_as_interrupt():
+                code = _command(argv)
+    except KeyboardInterrupt as exc:
+        # Outside the work itself (a stage being imported, the report being printed): the commands say
+        # more where they can.
+        what, code = interrupted(exc)
+        _echo(f"binslim: {what}", err=True)
     sys.exit(code)
+
+
+def _command(argv: list[str]) -> int:
+    if argv[:1] == ["bundle"]:
+        return _bundle(argv[1:])
+    try:
+        values = SLIM.parse(argv)
+        return _slim_command(values)
+    except UsageError as exc:
+        SLIM.usage_error(str(exc))
+    except BrokenPipeError:
+        _stdout_gone()
+        _echo("error: standard output closed; the report could not be written", err=True)
+        return EXIT_ERROR
 
 
 def _inspect(argv: list[str]) -> int:

@@ -8,11 +8,13 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from testdata.build import Fixture
+from tests.helpers import clean_env
 from tests.helpers import run_binslim as binslim
 
 TIMEOUT = 120
@@ -173,3 +175,59 @@ def test_python_dash_m_and_console_script_agree(fixtures: dict[str, Fixture]) ->
     )
     assert version.returncode == 0 and "binslim" in version.stdout
     assert binslim("--version").stdout == version.stdout
+
+
+# Runs the command line with Ctrl-C or SIGTERM arriving while the module named by argv[1] is being imported
+# (binslim imports each stage when it first needs it, after its signal handler is in place).
+INTERRUPTED_IMPORT = r"""
+import sys
+from binslim.interrupts import Terminated
+
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == sys.argv[1]:
+            raise Terminated() if sys.argv[2] == "TERM" else KeyboardInterrupt()
+        return None
+
+sys.meta_path.insert(0, Interrupt())
+from binslim.cli import main
+main(sys.argv[3:])
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "command"),
+    [
+        ("binslim.slim", "slim"),
+        ("binslim.bundler", "bundle"),
+        ("binslim.tree", "-r"),
+        ("binslim.report", "slim"),
+    ],
+)
+@pytest.mark.parametrize("signal_name", ["TERM", "INT"])
+def test_a_signal_during_a_lazy_import_is_one_line(
+    fixtures: dict[str, Fixture], tmp_path: Path, module: str, command: str, signal_name: str
+) -> None:
+    program = tmp_path / "in" / "prog"
+    program.parent.mkdir()
+    shutil.copy2(fixtures["hello-c-pie"].path, program)
+    before = program.read_bytes()
+    argv = {
+        "slim": [str(program), "-o", str(tmp_path / "out"), "--no-verify"],
+        "bundle": ["bundle", str(program), "-o", str(tmp_path / "root"), "--no-verify"],
+        "-r": ["-r", str(program.parent), "--no-verify"],
+    }[command]
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_IMPORT, module, signal_name, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+        check=False,
+    )
+    what, code = ("terminated", 143) if signal_name == "TERM" else ("interrupted", 130)
+    assert done.returncode == code, done.stderr
+    assert done.stderr == f"binslim: {what}\n"
+    assert program.read_bytes() == before or module == "binslim.report"
+    assert sorted(os.listdir(tmp_path)) == (["in", "out"] if module == "binslim.report" else ["in"])
+    assert os.listdir(program.parent) == ["prog"]
