@@ -274,6 +274,12 @@ def install(
 WRITTEN_THROUGH = ("character device", "FIFO")
 
 
+def written_through(path: str) -> bool:
+    """Whether ``install`` copies into ``path`` (standard output, an existing FIFO or character device)
+    instead of renaming a file onto it: that write is the one that can still fail when installing."""
+    return writes_to_stdout(path) or output_kind(path) in WRITTEN_THROUGH
+
+
 def output_kind(path: str) -> str | None:
     """``None`` for a missing path, a regular file or a symlink (replaced as a file), else what it is."""
     try:

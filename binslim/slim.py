@@ -389,10 +389,13 @@ def _companion_note(companion: PendingDebugFile, dry_run: bool) -> str:
 def _install(
     source: str, target: str, final_path: str, companion: PendingDebugFile | None, o: SlimOptions
 ) -> None:
-    """Put the debug companion, then the result, in place (nothing in a dry run)."""
+    """Put the debug companion, then the result, in place (nothing in a dry run). A result written through
+    a FIFO or device goes first: that write can fail (no reader, a full device) after the companion
+    would have replaced an existing one, and no file there links to the companion anyway."""
     if o.dry_run:
         return
-    if companion is not None:
+    streamed = fileops.written_through(target)
+    if companion is not None and not streamed:
         companion.install(like=source, preserve_dates=o.preserve_dates)
     fileops.install(
         final_path,
@@ -401,6 +404,8 @@ def _install(
         preserve_dates=o.preserve_dates,
         keep_hard_links=o.keep_hard_links and _same_path(source, target),
     )
+    if companion is not None and streamed:
+        companion.install(like=source, preserve_dates=o.preserve_dates)
 
 
 def _unchanged_message(stripped: StripResult) -> str:

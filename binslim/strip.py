@@ -221,6 +221,8 @@ def strip(
         from .debuginfo import prepare_debug_file
 
         companion = prepare_debug_file(source, os.fspath(keep_debug), level=level, output=target)
+    # Written through a FIFO or device, the output goes first (see slim._install).
+    streamed = fileops.written_through(target)
     try:
         with fileops.atomic_target(target, like=source, preserve_dates=preserve_dates) as tmp:
             with fileops.open_new(tmp, name=target) as fd:
@@ -234,9 +236,11 @@ def strip(
                     debuglink=companion.link if companion is not None else None,
                     force=force,
                 )
-            if companion is not None:
+            if companion is not None and not streamed:
                 result = result._replace(debug_file=companion.install(like=source))
-            return result
+        if companion is not None and streamed:
+            result = result._replace(debug_file=companion.install(like=source))
+        return result
     finally:
         if companion is not None:
             companion.discard()

@@ -113,6 +113,29 @@ def test_output_to_a_fifo_is_written_through(fixtures: dict[str, Fixture], tmp_p
     assert received == [_stripped_bytes(fixtures, tmp_path)]
 
 
+@pytest.mark.parametrize("api", ["cli", "strip"])
+def test_a_fifo_output_that_fails_leaves_the_debug_file_as_it_was(
+    fixtures: dict[str, Fixture], tmp_path: Path, api: str
+) -> None:
+    """With --keep-debug the companion goes in first (so no binary links to a missing one), but a FIFO
+    that no process reads fails only when written: an existing debug file must not be replaced for a
+    binary that never went out."""
+    program = _program(fixtures, tmp_path / "in")
+    fifo, debug_file = tmp_path / "fifo", tmp_path / "prog.debug"
+    os.mkfifo(fifo)
+    debug_file.write_text("the previous companion\n")
+    if api == "cli":
+        argv = ("-o", str(fifo), str(program), "--keep-debug", str(debug_file), "--no-verify")
+        done = run_binslim(*argv, timeout=TIMEOUT)
+        assert done.returncode == 1
+        assert done.stderr == f"error: {fifo}: cannot write: no process reads from this FIFO\n"
+    else:
+        with pytest.raises(BinslimError, match="no process reads from this FIFO"):
+            strip(program, fifo, keep_debug=debug_file)
+    assert debug_file.read_text() == "the previous companion\n"
+    assert sorted(os.listdir(tmp_path)) == ["fifo", "in", "prog.debug"]
+
+
 def _read_fifo(fifo: Path) -> bytes:
     # Keep the FIFO open for reading until the writer closes it; binslim opens it only when installing.
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
