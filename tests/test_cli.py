@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -231,3 +232,30 @@ def test_a_signal_during_a_lazy_import_is_one_line(
     assert program.read_bytes() == before or module == "binslim.report"
     assert sorted(os.listdir(tmp_path)) == (["in", "out"] if module == "binslim.report" else ["in"])
     assert os.listdir(program.parent) == ["prog"]
+
+
+@pytest.mark.parametrize("command", ["slim", "inspect", "bundle", "bundle --include"])
+def test_a_file_that_fails_to_read_is_one_line(
+    fixtures: dict[str, Fixture], tmp_path: Path, command: str
+) -> None:
+    """A read that fails with EIO (a failing disk; here /proc/self/mem, a regular file whose offset 0 is
+    unmapped) is ``cannot read``, exit 1, in every command: the reader turns it into a BinslimError."""
+    path = "/proc/self/mem"
+    argv = {
+        "slim": [path, "-o", str(tmp_path / "out"), "--no-verify"],
+        "inspect": ["inspect", path],
+        "bundle": ["bundle", path, "-o", str(tmp_path / "root"), "--no-verify"],
+        "bundle --include": [
+            "bundle",
+            fixtures["hello-c-static"].path,
+            "-o",
+            str(tmp_path / "root"),
+            "--include",
+            path,
+            "--no-verify",
+        ],
+    }[command]
+    done = binslim(*argv)
+    assert done.returncode == 1, done.stderr
+    assert re.fullmatch(r"error: /proc/(self|\d+)/mem: cannot read: Input/output error\n", done.stderr)
+    assert os.listdir(tmp_path) == []

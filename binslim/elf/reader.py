@@ -223,6 +223,9 @@ class ElfFile:
             if st.st_size <= IN_MEMORY_BYTES:
                 self.data = _read_whole(fd, st.st_size, path)
             self._parse()
+        except OSError as exc:  # EIO from a failing disk or a file such as /proc/self/mem
+            os.close(fd)
+            raise file_error(path, f"cannot read: {exc.strerror or exc}") from exc
         except BaseException:
             os.close(fd)
             raise
