@@ -421,6 +421,8 @@ def _bundle(argv: list[str]) -> int:
         values = BUNDLE.parse(argv)
         if values["output"] is None:
             raise UsageError("-o/--output ROOT is required")
+        if values["output"] == "":  # an unset shell variable; as a folder it would be the current one
+            raise UsageError("-o/--output: the path is empty")
         verify_args = tuple(shlex.split(values["verify_args"]))
     except (UsageError, ValueError) as exc:
         BUNDLE.usage_error(str(exc))
@@ -470,6 +472,9 @@ def _slim_command(values: dict[str, Any]) -> int:
     import shlex
 
     inputs, output = values["inputs"], values["output"]
+    for flag, path in (("-o/--output", output), ("--keep-debug", values["keep_debug"])):
+        if path == "":  # an unset shell variable: no file to name, and "" would mean the current folder
+            raise UsageError(f"{flag}: the path is empty")
     if output is not None and len(inputs) != 1:
         raise UsageError("-o/--output takes exactly one input")
     if values["keep_debug"] is not None and (len(inputs) != 1 or values["recursive"]):

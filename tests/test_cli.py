@@ -79,6 +79,27 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert binslim("--upx-level", "12", "a").returncode == 2
 
 
+@pytest.mark.parametrize(
+    "argv", [["-o", ""], ["--keep-debug", ""], ["bundle", "-o", ""]], ids=["output", "keep-debug", "bundle"]
+)
+def test_an_empty_path_is_a_usage_error(
+    fixtures: dict[str, Fixture], tmp_path: Path, argv: list[str]
+) -> None:
+    """``-o "$UNSET"``: there is no file to name in an error, and for bundle "" was the current folder."""
+    program = tmp_path / "prog"
+    shutil.copy2(fixtures["hello-c-pie"].path, program)
+    before = program.read_bytes()
+    if argv[0] == "bundle":
+        argv = ["bundle", str(program), *argv[1:]]
+    else:
+        argv = [str(program), *argv]
+    done = binslim(*argv, "--no-verify", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    flag = "--keep-debug" if "--keep-debug" in argv else "-o/--output"
+    assert done.stderr.endswith(f"\nerror: {flag}: the path is empty\n")
+    assert program.read_bytes() == before and os.listdir(tmp_path) == ["prog"]
+
+
 def _elf_header(path: Path) -> bytes:
     return path.read_bytes()[:64]
 
