@@ -275,6 +275,8 @@ def bundle_with(programs: Sequence[str], output: str, options: BundleOptions) ->
     as_tar = output.endswith(".tar")
     output = os.path.abspath(output)
     _check_target(output, as_tar)
+    # What a killed run left beside the target goes first: an --include of that folder must not list it.
+    fileops.sweep_stale(os.path.dirname(output))
     plan = _Plan()
     notes: list[str] = []
     deps = [_resolve_program(p, options) for p in programs]
@@ -292,7 +294,6 @@ def bundle_with(programs: Sequence[str], output: str, options: BundleOptions) ->
     _add_runtime_needs(plan, deps, interpreter, config, options, notes)
 
     parent = os.path.dirname(output)
-    fileops.sweep_stale(parent)  # what a killed run left (its stage is locked while in use)
     stage_dir = fileops.scratch_dir(fileops.TEMP_PREFIX + "bundle-", parent)
     try:
         stage = stage_dir.__enter__()

@@ -629,3 +629,22 @@ def test_names_with_newlines_and_escapes_are_one_line_each(
     assert lines[0] == f"{tmp_path}/root{escaped}: root for {escaped} (folder)"
     assert len(lines) == 3  # the root, the program's one entry, the total
     assert lines[1].startswith(f"  {tmp_path}/{escaped}  ") and lines[1].endswith(f"(program {escaped})")
+
+
+def test_an_included_folder_with_a_stale_stage_in_it(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """The root goes into a folder that is also --include'd and holds a stage a killed run left: the stage
+    is swept before the folder is listed, so it is neither copied nor missed halfway."""
+    data = tmp_path / "data"
+    stale = data / ".binslim-bundle-stale"
+    (stale / "root").mkdir(parents=True)
+    (stale / ".lock").touch()
+    (stale / "root" / "half-copied").touch()
+    (data / "file").write_text("mine\n")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    program = fixtures["hello-c-static"].path
+    result = bundle([program], data / "root", includes=[str(data)], verify=False)
+    assert sorted(os.listdir(data)) == ["file", "root"]
+    assert [f.path for f in result.files if f.kind == "file"] == sorted(
+        [str(data / "file"), os.path.realpath(program)]
+    )
