@@ -456,6 +456,9 @@ def _check_target(output: str, as_tar: bool) -> None:
     if as_tar:
         if os.path.isdir(output):
             raise file_error(output, "is a folder; a .tar output must be a file")
+        kind = fileops.output_kind(output)
+        if kind is not None:  # the tar is renamed onto the name: a FIFO or device would be replaced
+            raise file_error(output, f"is a {kind}; a .tar output must be a regular file")
         return
     if os.path.islink(output):
         # Even to an empty folder: the finished root is moved onto the name itself, not where it points.

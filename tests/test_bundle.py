@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -648,3 +649,13 @@ def test_an_included_folder_with_a_stale_stage_in_it(fixtures: dict[str, Fixture
     assert [f.path for f in result.files if f.kind == "file"] == sorted(
         [str(data / "file"), os.path.realpath(program)]
     )
+
+
+def test_a_tar_output_that_is_a_fifo_is_refused(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """The tar is renamed onto its name: a FIFO there would be replaced by a regular file."""
+    fifo = tmp_path / "root.tar"
+    os.mkfifo(fifo)
+    done = run_binslim("bundle", fixtures["hello-c-static"].path, "-o", str(fifo), "--no-verify")
+    assert done.returncode == 1
+    assert done.stderr == f"error: {fifo}: is a FIFO; a .tar output must be a regular file\n"
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and os.listdir(tmp_path) == ["root.tar"]
