@@ -9,6 +9,7 @@ move the root (a folder, or a reproducible tar) into place.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
@@ -326,7 +327,7 @@ def bundle_with(programs: Sequence[str], output: str, options: BundleOptions) ->
             if options.source_date_epoch is not None:
                 _set_times(root, options.source_date_epoch)
             if os.path.isdir(output):
-                os.rmdir(output)  # empty, as _check_target made sure
+                _remove_empty_target(output)
             os.rename(root, output)
             output_bytes = total
     except OSError as exc:
@@ -465,6 +466,26 @@ def _check_target(output: str, as_tar: bool) -> None:
         raise file_error(output, "is a symbolic link; -o must be a folder that does not exist or is empty")
     if os.path.lexists(output) and not (os.path.isdir(output) and not os.listdir(output)):
         raise file_error(output, "exists and is not an empty folder: remove it or choose another -o")
+    if os.path.isdir(output) and os.path.ismount(output):
+        raise file_error(output, _mount_point(output))
+
+
+def _mount_point(output: str) -> str:
+    return (
+        "is a mount point, and the finished root is put in place with one rename: name a new folder inside"
+        f" it, such as {os.path.join(output, 'rootfs')}"
+    )
+
+
+def _remove_empty_target(output: str) -> None:
+    """Make room for the rename; a mount point (a bind mount on the same file system, which ismount cannot
+    tell) refuses with EBUSY."""
+    try:
+        os.rmdir(output)  # empty, as _check_target made sure
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise file_error(output, _mount_point(output)) from exc
+        raise
 
 
 def _config_for(program: str, options: BundleOptions) -> SearchConfig:

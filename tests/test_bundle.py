@@ -659,3 +659,34 @@ def test_a_tar_output_that_is_a_fifo_is_refused(fixtures: dict[str, Fixture], tm
     assert done.returncode == 1
     assert done.stderr == f"error: {fifo}: is a FIFO; a .tar output must be a regular file\n"
     assert stat.S_ISFIFO(fifo.lstat().st_mode) and os.listdir(tmp_path) == ["root.tar"]
+
+
+@pytest.mark.parametrize("mount", ["tmpfs", "bind"])
+def test_an_empty_mount_point_as_the_root_is_refused(
+    fixtures: dict[str, Fixture], tmp_path: Path, mount: str
+) -> None:
+    """A volume mounted at ROOT (docker run -v out:/out) cannot be renamed onto: one line saying what to
+    give instead, nothing left in it or beside it. A tmpfs is refused before any work; a bind mount on the
+    same file system only at the rename."""
+    out = tmp_path / "out"
+    program = fixtures["hello-c-static"].path
+    hint = (
+        "is a mount point, and the finished root is put in place with one rename: name a new folder inside"
+        f" it, such as {out}/rootfs"
+    )
+    if mount == "tmpfs":
+        with tmpfs(out):
+            done = run_binslim("bundle", program, "-o", str(out), "--no-verify")
+            inside = os.listdir(out)
+    else:
+        (tmp_path / "src").mkdir()
+        out.mkdir()
+        subprocess.run(["mount", "--bind", str(tmp_path / "src"), str(out)], check=True, timeout=60)
+        try:
+            done = run_binslim("bundle", program, "-o", str(out), "--no-verify")
+            inside = os.listdir(out)
+        finally:
+            subprocess.run(["umount", str(out)], check=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == f"error: {out}: {hint}\n"
+    assert inside == [] and not leftovers(tmp_path)
