@@ -15,7 +15,6 @@ import os
 import shutil
 import stat
 import tarfile
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -871,7 +870,11 @@ def _compare_in_root(program: str, root: str, in_root: str, options: BundleOptio
 
     method, launcher = _launcher(root, in_root)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C", "HOME": "/", **(options.verify_env or {})}
-    with tempfile.TemporaryDirectory(prefix="binslim-bundle-run-") as scratch:
+    # Locked while in use, so one a SIGKILL left is swept by a later run (as the verifier's are); the runs
+    # get a folder of their own in it, without the lock file.
+    with fileops.scratch_dir("binslim-bundle-run-") as base:
+        scratch = os.path.join(base, "run")
+        os.mkdir(scratch, 0o700)
         # The timed rounds use the plain arguments, also with --verify-cmd (as the verifier does).
         timed = ([os.path.abspath(program), *options.verify_args], [*launcher, *options.verify_args])
         compared = timed

@@ -690,3 +690,28 @@ def test_an_empty_mount_point_as_the_root_is_refused(
     assert done.returncode == 1
     assert done.stderr == f"error: {out}: {hint}\n"
     assert inside == [] and not leftovers(tmp_path)
+
+
+def test_a_run_folder_left_by_sigkill_is_swept(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """The runs inside the root work in a folder of the system's temporary folder; one that a killed bundle
+    left (locked by nobody, over a minute old) is removed by the next verified bundle, which leaves none."""
+    temp = tmp_path / "tmp"
+    stale = temp / "binslim-bundle-run-stale"
+    stale.mkdir(parents=True)
+    (stale / ".lock").touch()
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    fixture = fixtures["hello-c-static"]
+    done = run_binslim(
+        "bundle",
+        fixture.path,
+        "-o",
+        str(tmp_path / "root"),
+        f"--verify-args={' '.join(fixture.run_args)}",
+        "--verify-runs",
+        "1",
+        env=clean_env(TMPDIR=str(temp)),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "verify hello-c-static" in done.stdout and ": same:" in done.stdout
+    assert os.listdir(temp) == []
