@@ -12,7 +12,10 @@ descendant holding stdout open cannot turn a finished run into a timeout. ``run(
 --kill-child``) where that is allowed: the kernel then kills the whole namespace when the program exits,
 whatever its descendants did. Without a namespace, an orphan that left the run's session cannot be told
 apart from another child of this process, so every unknown child of ours is ended with the run: a library
-caller that runs its own children from other threads during a run should let binslim use a namespace.
+caller that runs its own children from other threads during a run should let binslim use a namespace. An
+isolated run is also started behind ``setpriv --pdeathsig KILL``, so that when this process is killed
+outright (SIGKILL, nothing of ours runs) the kernel kills ``unshare``, and with it the namespace, or,
+without a namespace, the program itself.
 
 ``ru_maxrss`` of a child we start directly is useless for small programs: at ``execve`` Linux records the
 high-water mark of the old address space, which for a child of this process (fork or vfork alike) is our
@@ -101,7 +104,8 @@ def run(
     argv = tuple(str(a) for a in argv)
     if not argv:
         raise ValueError("run() needs a program to run")
-    prefix = _namespace_prefix() if isolate else ()
+    namespace = _namespace_prefix() if isolate else ()
+    prefix = (namespace or _death_guard()) if isolate else ()
     # Without a namespace, an isolated run also ends the unknown children of ours (orphans that left its
     # session); tools binslim runs itself (UPX...) leave none, and other threads' children stay untouched.
     options: dict[str, Any] = {
@@ -109,7 +113,7 @@ def run(
         "cwd": cwd,
         "env": env,
         "output_limit": output_limit,
-        "adopt_orphans": isolate and not prefix,
+        "adopt_orphans": isolate and not namespace,
     }
     with _child_subreaper(required=measure_rss):
         result = (_run_measured if measure_rss else _run_direct)(argv, prefix, **options)
@@ -326,19 +330,40 @@ def pid_namespace_available() -> bool:
 
 @functools.cache
 def _namespace_prefix() -> tuple[str, ...]:
+    """The prefix that starts a program as PID 1 of its own PID namespace, behind _death_guard; () where
+    that cannot be had."""
     unshare = shutil.which("unshare")
-    true = shutil.which("true")
-    if unshare is None or true is None or os.environ.get("BINSLIM_NO_PID_NAMESPACE"):
+    if unshare is None or os.environ.get("BINSLIM_NO_PID_NAMESPACE"):
         return ()
-    argv = (unshare, *_UNSHARE_ARGS, true)
+    prefix = (*_death_guard(), unshare, *_UNSHARE_ARGS)
+    return prefix if _starts_true(prefix) else ()
+
+
+@functools.cache
+def _death_guard() -> tuple[str, ...]:
+    """``setpriv --pdeathsig KILL``: binslim killed (SIGKILL: no clean-up of its own runs), the kernel kills
+    what it started. In front of ``unshare --kill-child`` that ends the whole namespace; without a namespace,
+    it ends the program itself (not what the program forked). () where setpriv lacks the option."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return ()
+    guard = (setpriv, "--pdeathsig", "KILL")
+    return guard if _starts_true(guard) else ()
+
+
+def _starts_true(prefix: tuple[str, ...]) -> bool:
+    """Whether ``prefix`` can start ``true`` here: probed once for each prefix."""
+    true = shutil.which("true")
+    if true is None:
+        return False
     try:
         with _child_subreaper(required=False):
             probe = _run_direct(
-                argv, (), timeout=10.0, cwd=None, env=None, output_limit=4096, adopt_orphans=False
+                (*prefix, true), (), timeout=10.0, cwd=None, env=None, output_limit=4096, adopt_orphans=False
             )
     except ToolFailedError:
-        return ()
-    return (unshare, *_UNSHARE_ARGS) if probe.returncode == 0 else ()
+        return False
+    return probe.returncode == 0
 
 
 def _dash() -> str:

@@ -490,3 +490,46 @@ def test_ctrl_c_while_forked_workers_verify(
     for path, data in original.items():
         assert path.read_bytes() == data or path.stat().st_size < len(data), path
     assert sorted(root.iterdir()) == sorted(original)
+
+
+@pytest.mark.parametrize("namespace", [True, False], ids=["namespace", "subreaper"])
+def test_a_binslim_killed_outright_takes_the_program_it_verifies_with_it(
+    hostile: dict[str, str], tmp_path: Path, namespace: bool
+) -> None:
+    """SIGKILL to binslim while it verifies (the OOM killer, a CI timeout): nothing of binslim's runs, yet
+    the program it was running dies too (setpriv --pdeathsig KILL in front of unshare, or of the program);
+    it used to run on forever. The input is as it was and no output appears."""
+    program = tmp_path / f"{TOKEN}-sleeper-input"
+    shutil.copy2(hostile["sleeper"], program)
+    before = program.read_bytes()
+    output = tmp_path / "out"
+    env = clean_env() if namespace else {**clean_env(), "BINSLIM_NO_PID_NAMESPACE": "1"}
+    argv = [str(program), "-o", str(output), "--verify-timeout", "60", "--verify-runs", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "binslim", *argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def running() -> list[tuple[int, str]]:
+        return [(pid, cmdline) for pid, cmdline in processes_of_this_session() if "binslim" not in cmdline]
+
+    try:
+        deadline = time.monotonic() + 60
+        while not running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert running(), "no verification run started"
+        proc.kill()  # SIGKILL to binslim alone: its runs are in sessions of their own
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert running() == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert program.read_bytes() == before
+    assert not output.exists()
