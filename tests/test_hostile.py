@@ -441,6 +441,21 @@ def _parent(pid: int) -> int:
         return 0
 
 
+def start_binslim(argv: list[str], *, namespace: bool) -> subprocess.Popen[str]:
+    """``python -m binslim ARGV`` in a session of its own (a signal to its group reaches nothing else), its
+    output piped; ``namespace=False`` runs its programs without a PID namespace."""
+    env = clean_env() if namespace else {**clean_env(), "BINSLIM_NO_PID_NAMESPACE": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "binslim", *argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
 @pytest.mark.parametrize("namespace", [True, False], ids=["namespace", "subreaper"])
 def test_ctrl_c_while_forked_workers_verify(
     hostile: dict[str, str], fixtures: dict[str, Fixture], tmp_path: Path, namespace: bool
@@ -456,17 +471,8 @@ def test_ctrl_c_while_forked_workers_verify(
     for index in range(6):
         shutil.copy2(fixtures["hello-c-pie"].path, root / f"{TOKEN}-hello{index}")
     original = {path: path.read_bytes() for path in root.iterdir()}
-    env = clean_env() if namespace else {**clean_env(), "BINSLIM_NO_PID_NAMESPACE": "1"}
     argv = ["-r", str(root), "-j", "3", "--verify-timeout", "2", "--verify-runs", "1"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "binslim", *argv],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_binslim(argv, namespace=namespace)
     try:
 
         def sleeping() -> bool:
@@ -503,16 +509,8 @@ def test_a_binslim_killed_outright_takes_the_program_it_verifies_with_it(
     shutil.copy2(hostile["sleeper"], program)
     before = program.read_bytes()
     output = tmp_path / "out"
-    env = clean_env() if namespace else {**clean_env(), "BINSLIM_NO_PID_NAMESPACE": "1"}
     argv = [str(program), "-o", str(output), "--verify-timeout", "60", "--verify-runs", "1"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "binslim", *argv],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = start_binslim(argv, namespace=namespace)
 
     def running() -> list[tuple[int, str]]:
         return [(pid, cmdline) for pid, cmdline in processes_of_this_session() if "binslim" not in cmdline]
@@ -523,7 +521,7 @@ def test_a_binslim_killed_outright_takes_the_program_it_verifies_with_it(
             time.sleep(0.05)
         assert running(), "no verification run started"
         proc.kill()  # SIGKILL to binslim alone: its runs are in sessions of their own
-        proc.wait(timeout=30)
+        proc.communicate(timeout=30)
         deadline = time.monotonic() + 10
         while running() and time.monotonic() < deadline:
             time.sleep(0.05)
