@@ -72,6 +72,8 @@ _X86_64_LEVELS = (
     ("x86-64-v3", ("avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave")),
     ("x86-64-v2", ("cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3")),
 )
+# Folders of one search path named in a "not found" error; the rest are counted.
+_FOLDERS_SHOWN = 4
 _DST = re.compile(r"\$(\{(ORIGIN|LIB|PLATFORM)\}|(ORIGIN|LIB|PLATFORM)(?![A-Za-z0-9_]))")
 
 
@@ -352,9 +354,18 @@ def _search_list(loader: _Object, main: _Object, config: SearchConfig) -> list[t
 
 
 def _searched(loader: _Object, main: _Object, config: SearchConfig) -> list[str]:
-    return [
-        via if not dirs else f"{via} {':'.join(dirs)}" for via, dirs in _search_list(loader, main, config)
-    ]
+    """Where the loader looked, for the "not found" error: each source with its first folders, so that a
+    search path of thousands of folders still makes a line one can read."""
+    shown = []
+    for via, dirs in _search_list(loader, main, config):
+        if not dirs:
+            shown.append(via)
+            continue
+        text = ":".join(dirs[:_FOLDERS_SHOWN])
+        if len(dirs) > _FOLDERS_SHOWN:
+            text += f":... ({len(dirs) - _FOLDERS_SHOWN} more)"
+        shown.append(f"{via} {text}")
+    return shown
 
 
 def _expand(text: str, obj: _Object, config: SearchConfig) -> str:

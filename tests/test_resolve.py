@@ -163,6 +163,19 @@ def test_library_path_is_used_only_when_given(fixtures: dict[str, Fixture], tmp_
     assert str(FIXTURE_DIR / "libgreet.so") in resolve(program, config).paths
 
 
+def test_a_huge_search_path_makes_a_short_not_found_error(tmp_path: Path) -> None:
+    """A library missing behind a 5,000-folder LD_LIBRARY_PATH: the error names the first folders and counts
+    the rest (it was one 130 KB line)."""
+    program = _build(tmp_path, "usegreet-plain")
+    folders = tuple(str(tmp_path / f"lib{index:04}") for index in range(5000))
+    config = search_config(c.EM_X86_64, True, library_path=folders)
+    with pytest.raises(MissingLibraryError) as raised:
+        resolve(program, config)
+    message = str(raised.value)
+    assert f"LD_LIBRARY_PATH {':'.join(folders[:4])}:... (4996 more)" in message
+    assert "\n" not in message and len(message) < 1000
+
+
 # --- ld.so.cache ------------------------------------------------------------------------------------------
 
 
