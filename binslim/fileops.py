@@ -346,10 +346,15 @@ def in_place_target(path: str) -> str:
 
 def resolve_output(path: str) -> str:
     """Where ``-o PATH`` writes: a symlink's final target (the link is never replaced by a file), except
-    this process's standard output, which is written as it is."""
+    this process's standard output, which is written as it is. A link to a descriptor this process has not
+    open (``-o /dev/stdout`` with stdout closed) is refused under the name given."""
     if writes_to_stdout(path) or not os.path.islink(path):
         return path
-    return os.path.realpath(path)
+    target = os.path.realpath(path)
+    folder, name = os.path.split(target)
+    if folder in (f"/proc/{os.getpid()}/fd", "/proc/self/fd") and not os.path.exists(target):
+        raise file_error(path, f"cannot write: file descriptor {name} is not open")
+    return target
 
 
 def _write_through(tmp: str, target: str, *, fd: int | None = None) -> None:

@@ -180,6 +180,30 @@ def test_output_to_standard_output(fixtures: dict[str, Fixture], tmp_path: Path)
     assert link.is_symlink() and os.readlink(link) == "/proc/self/fd/1"
 
 
+def test_output_to_a_closed_standard_output_names_the_link(
+    fixtures: dict[str, Fixture], tmp_path: Path
+) -> None:
+    """``-o /dev/stdout`` with stdout closed (``>&-``): one line naming the path given and saying the
+    descriptor is not open (it named /proc/PID/fd/1, where the link leads), exit 1, nothing written."""
+    program = _program(fixtures, tmp_path / "in")
+    before = program.read_bytes()
+    link = tmp_path / "stdout"
+    link.symlink_to("/proc/self/fd/1")
+    done = subprocess.run(
+        [sys.executable, "-m", "binslim", "-o", str(link), str(program), "--no-verify"],
+        stdout=None,
+        stderr=subprocess.PIPE,
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
+        check=False,
+        preexec_fn=lambda: os.close(1),  # the program starts with stdout closed, as after >&-
+    )
+    assert done.returncode == 1
+    assert done.stderr == f"error: {link}: cannot write: file descriptor 1 is not open\n".encode()
+    assert program.read_bytes() == before
+    assert link.is_symlink() and os.readlink(link) == "/proc/self/fd/1"
+
+
 def test_fifo_input_fails_at_once(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
