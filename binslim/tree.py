@@ -20,7 +20,7 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from . import fileops
+from . import children, fileops
 from ._record import Record
 from .errors import BinslimError, UnsupportedError
 from .options import SlimOptions
@@ -204,12 +204,12 @@ def _walk_folder(top: str, found: dict[str, _Entry], seen_dirs: set[tuple[int, i
         folder = pending.pop()
         try:
             with os.scandir(folder) as listing:
-                children = list(listing)
+                listed = list(listing)
         except OSError as exc:
             problem = f"{folder}: cannot list: {exc.strerror or exc}"
             found[folder] = _Entry(folder, _UNREADABLE, problem=problem)
             continue
-        for child in children:
+        for child in listed:
             path = child.path
             try:
                 if child.is_symlink():
@@ -414,8 +414,6 @@ class _ForkedRun:
     def _fork(self, child: int) -> None:
         import signal
 
-        from . import children
-
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         # Ctrl-C and SIGTERM wait until the child is on record: raised between the fork and the bookkeeping,
         # they would leave a child that nobody stops or waits for.
@@ -527,8 +525,6 @@ class _ForkedRun:
 
     @staticmethod
     def _wait(pid: int) -> int:
-        from . import children
-
         _, status = os.waitpid(pid, 0)
         children.unregister(pid)
         return status

@@ -379,32 +379,23 @@ def _section_table(
             # Everything else is zero (gABI), but sh_info: it holds the segment count when e_phnum is PN_XNUM.
             info = original.sh_info if elf.phnum_in_section0 else 0
             table += pack(0, c.SHT_NULL, 0, 0, 0, size, link, info, 0, 0)
-        elif original.index == shstrndx_old:
-            table += pack(
-                name_offsets[original.name],
-                original.sh_type,
-                original.sh_flags,
-                original.sh_addr,
-                plan.names_offset,
-                len(plan.names),
-                0,
-                original.sh_info,
-                original.sh_addralign,
-                original.sh_entsize,
-            )
+            continue
+        if original.index == shstrndx_old:  # the names, rebuilt where plan_layout put them
+            offset, size, link, info = plan.names_offset, len(plan.names), 0, original.sh_info
         else:
-            table += pack(
-                name_offsets[original.name],
-                original.sh_type,
-                original.sh_flags,
-                original.sh_addr,
-                out.sh_offset,
-                out.size,
-                out.sh_link,
-                out.sh_info,
-                original.sh_addralign,
-                original.sh_entsize,
-            )
+            offset, size, link, info = out.sh_offset, out.size, out.sh_link, out.sh_info
+        table += pack(
+            name_offsets[original.name],
+            original.sh_type,
+            original.sh_flags,
+            original.sh_addr,
+            offset,
+            size,
+            link,
+            info,
+            original.sh_addralign,
+            original.sh_entsize,
+        )
     return bytes(table)
 
 
