@@ -352,13 +352,18 @@ def test_sigterm_during_a_run_leaves_nothing_alive(
             return any(pid != proc.pid for pid, _ in processes_of_this_session())
 
         deadline = time.monotonic() + 30
-        while not started() and time.monotonic() < deadline:
+        while not started() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        assert started(), "the verification run did not start"
+        if not started():
+            proc.kill()
+            _, stderr = proc.communicate(timeout=30)
+            pytest.fail(f"the verification run did not start (binslim exit {proc.returncode}): {stderr}")
         proc.terminate()
         _, stderr = proc.communicate(timeout=30)
     finally:
-        proc.kill()
+        if proc.poll() is None:  # reaped here, so that no later test reports it as still running
+            proc.kill()
+            proc.communicate(timeout=30)
     assert proc.returncode == 143, stderr
     assert not (tmp_path / "out").exists()
 
